@@ -1,0 +1,138 @@
+"""Plumbing every stage script shares: clear input errors, atomic outputs, provenance."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from importlib import metadata
+from pathlib import Path
+
+# Packages whose versions decide results; recorded in every model directory and result JSON.
+TRACKED_PACKAGES = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "peft",
+    "accelerate",
+    "datasets",
+    "lm_eval",
+    "snakemake",
+)
+
+
+class InputError(Exception):
+    """Bad input. The message is one line naming the file, the record and the field."""
+
+
+def input_error(
+    path: str | os.PathLike,
+    message: str,
+    *,
+    index: int | None = None,
+    record_id: object = None,
+    field: str | None = None,
+) -> InputError:
+    """Build an InputError whose text reads `FILE: record INDEX (id ID): field F: MESSAGE`."""
+    parts = [str(path)]
+    if index is not None:
+        where = f"record {index}"
+        if record_id is not None:
+            where += f" (id {record_id!r})"
+        parts.append(where)
+    if field is not None:
+        parts.append(f"field {field!r}")
+    parts.append(message)
+    return InputError(": ".join(parts))
+
+
+def cli(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Run a stage's main(): an InputError becomes one `error:` line on stderr and exit 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs) or 0
+        except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return 2
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, *, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of `target`; move it into place only if the block succeeds.
+
+    A failing stage therefore never leaves a half-written output that Snakemake (or a
+    researcher) could mistake for a finished one.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if directory and target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink()
+
+
+def write_json(path: str | os.PathLike, obj: object, *, indent: int | None = 2) -> None:
+    """Write JSON atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=indent, ensure_ascii=False)
+        fh.write("\n")
+
+
+def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_revision(cwd: str | os.PathLike | None = None) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd or Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def provenance(**extra: object) -> dict[str, object]:
+    """What produced an output: package versions, Python, platform, git revision, plus `extra`."""
+    return {
+        "packages": package_versions(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_revision": git_revision(),
+        **extra,
+    }

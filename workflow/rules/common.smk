@@ -1,0 +1,333 @@
+"""Config checks, the experiment grid, and every input/params function the rules use."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+SCRIPTS = Path(workflow.basedir).parent / "scripts"
+# The stage scripts' shared package, imported here so the config is checked against the
+# very template names training will accept.
+sys.path.insert(0, str(SCRIPTS))
+from sbt.templates import TEMPLATES  # noqa: E402
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+# The study's training recipe (text-only runs); config values override key by key.
+STUDY_HPARAMS = {
+    "learning_rate": 2e-5,
+    "num_train_epochs": 1,
+    "max_steps": -1,
+    "per_device_train_batch_size": 4,
+    "gradient_accumulation_steps": 2,
+    "num_gpus": 4,
+    "warmup_ratio": 0.03,
+    "lr_scheduler_type": "cosine",
+    "weight_decay": 0.0,
+    "model_max_length": 2048,
+    "bf16": True,
+    "tf32": True,
+    "gradient_checkpointing": True,
+    "seed": 42,
+    "dtype": "bfloat16",
+    "logging_steps": 1,
+    "save_steps": 500,
+    "save_total_limit": 1,
+    "max_skipped_fraction": 0.01,
+    "deepspeed": None,
+    "fsdp": None,
+}
+STUDY_LORA = {
+    "r": 64,
+    "alpha": 16,
+    "dropout": 0.05,
+    "bias": "none",
+    "target_modules": "all-linear",
+}
+RESULTS = "results"
+EXTERNAL = "external"  # path part of released checkpoints' results
+
+
+def config_error(key, message):
+    """One line naming the config key, raised before any job is scheduled."""
+    raise WorkflowError(f"config error: {key}: {message}")
+
+
+def check_config():
+    """Checks JSON Schema cannot express: names that refer to each other, files that must exist."""
+    for name, variant in config["data"].items():
+        for i, source in enumerate(variant["sources"]):
+            if not Path(source).exists() and not variant.get("url"):
+                config_error(
+                    f"data.{name}.sources[{i}]",
+                    f"file {source!r} does not exist (and no url to prefetch it from)",
+                )
+    for name, backbone in config["backbones"].items():
+        if backbone["template"] not in TEMPLATES:
+            config_error(
+                f"backbones.{name}.template",
+                f"unknown template {backbone['template']!r}; valid: {', '.join(sorted(TEMPLATES))}",
+            )
+        for variant in backbone.get("data", []):
+            if variant not in config["data"]:
+                config_error(
+                    f"backbones.{name}.data", f"unknown data variant {variant!r}"
+                )
+        for method in backbone["methods"]:
+            if method not in config["training"]:
+                config_error(
+                    f"backbones.{name}.methods",
+                    f"method {method!r} has no settings under training.{method}",
+                )
+    for name, checkpoint in config["external"].items():
+        group = checkpoint.get("backbone")
+        if group is not None and group not in config["backbones"]:
+            config_error(f"external.{name}.backbone", f"unknown backbone {group!r}")
+    if EXTERNAL in config["backbones"]:
+        config_error(
+            f"backbones.{EXTERNAL}", "this name is reserved for external checkpoints"
+        )
+
+
+check_config()
+
+
+def names_pattern(names):
+    """Regex that matches exactly one of the configured names (none: matches nothing)."""
+    escaped = sorted((re.escape(n) for n in names), key=len, reverse=True)
+    return "|".join(escaped) or "(?!)"
+
+
+wildcard_constraints:
+    data=names_pattern(config["data"]),
+    backbone=names_pattern(config["backbones"]),
+    method="full|lora",
+    benchmark=names_pattern(config["benchmarks"]),
+    checkpoint=names_pattern(config["external"]),
+
+
+# ---------------------------------------------------------------- the grid
+
+
+def backbone_data(backbone):
+    settings = config["backbones"][backbone]
+    return settings.get("data") or list(config["data"])
+
+
+def trained_runs():
+    """(backbone, data, method) of every fine-tuning run in the grid."""
+    return [
+        (backbone, data, method)
+        for backbone, settings in config["backbones"].items()
+        for data in backbone_data(backbone)
+        for method in settings["methods"]
+    ]
+
+
+def eval_outputs():
+    """Every result JSON: base backbones, our runs, external checkpoints x benchmarks."""
+    outputs = []
+    for benchmark in config["benchmarks"]:
+        outputs += [
+            f"{RESULTS}/eval/{backbone}/base/{benchmark}.json"
+            for backbone in config["backbones"]
+        ]
+        outputs += [
+            f"{RESULTS}/eval/{backbone}/{data}/{method}/{benchmark}.json"
+            for backbone, data, method in trained_runs()
+        ]
+        outputs += [
+            f"{RESULTS}/eval/{EXTERNAL}/{checkpoint}/{benchmark}.json"
+            for checkpoint in config["external"]
+        ]
+    return outputs
+
+
+def get_final_output():
+    return [
+        f"{RESULTS}/tables/summary.csv",
+        f"{RESULTS}/tables/summary.md",
+        f"{RESULTS}/tables/summary.tex",
+        f"{RESULTS}/plots",
+    ]
+
+
+# ---------------------------------------------------------------- backbones
+
+
+def is_tiny(backbone):
+    return config["backbones"][backbone]["model"] == "tiny"
+
+
+def backbone_model(backbone):
+    """Where the base weights come from: the locally built demo model, or an id/path."""
+    if is_tiny(backbone):
+        return f"{RESULTS}/backbones/{backbone}"
+    return config["backbones"][backbone]["model"]
+
+
+def backbone_inputs(wildcards):
+    """A built demo backbone is a rule output; hub ids and cluster paths are not."""
+    if is_tiny(wildcards.backbone):
+        return {"backbone": backbone_model(wildcards.backbone)}
+    return {}
+
+
+def tiny_corpus():
+    """Text the demo tokenizer is trained on: the data sources and the benchmark files."""
+    files = [s for v in config["data"].values() for s in v["sources"]]
+    files += [
+        f
+        for b in config["benchmarks"].values()
+        for f in b.get("data_files", {}).values()
+    ]
+    return sorted(set(files))
+
+
+# ---------------------------------------------------------------- training
+
+
+def hparams(backbone, method):
+    """Study defaults <- training.<method> <- backbones.<backbone>.training.<method>."""
+    merged = dict(STUDY_HPARAMS)
+    lora = dict(STUDY_LORA)
+    layers = (
+        config["training"].get(method, {}),
+        config["backbones"][backbone].get("training", {}).get(method, {}),
+    )
+    for layer in layers:
+        merged.update({k: v for k, v in layer.items() if k != "lora"})
+        lora.update(layer.get("lora", {}))
+    if method == "lora":
+        merged["lora"] = lora
+    merged["trust_remote_code"] = config["backbones"][backbone]["trust_remote_code"]
+    return merged
+
+
+def train_hparams_json(wildcards):
+    settings = hparams(wildcards.backbone, wildcards.method)
+    settings.pop("num_gpus")  # a launch setting, not a training one
+    return json.dumps(settings, sort_keys=True)
+
+
+def num_gpus(backbone, method):
+    return hparams(backbone, method)["num_gpus"]
+
+
+def train_launcher(wildcards, resources):
+    """One process per granted GPU; torchrun only when there is more than one."""
+    gpus = int(resources.gpu)
+    if gpus > 1:
+        return f"torchrun --standalone --nproc_per_node={gpus}"
+    return "python"
+
+
+def size_b(backbone):
+    if is_tiny(backbone):
+        return 0
+    return config["backbones"][backbone]["size_b"]
+
+
+def train_mem_mb(wildcards, attempt):
+    """Host memory grows with the model and with each retry after running out."""
+    return int((8 + 16 * size_b(wildcards.backbone)) * 1024 * attempt)
+
+
+def train_runtime(wildcards, attempt):
+    return int(max(30, 90 * size_b(wildcards.backbone)) * attempt)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def benchmark(name):
+    return config["benchmarks"][name]
+
+
+def eval_model(wildcards):
+    """(model, adapter, dtype, size) of the run a result JSON belongs to."""
+    if hasattr(wildcards, "checkpoint"):
+        ext = config["external"][wildcards.checkpoint]
+        return ext["model"], ext.get("adapter"), ext["dtype"], ext["size_b"]
+    backbone = wildcards.backbone
+    dtype = config["backbones"][backbone]["dtype"]
+    method = getattr(wildcards, "method", "base")
+    run_dir = f"{RESULTS}/models/{backbone}/{getattr(wildcards, 'data', '')}/{method}"
+    if method == "base":
+        return backbone_model(backbone), None, dtype, size_b(backbone)
+    if method == "lora" and not config["evaluation"]["merged_lora"]:
+        return backbone_model(backbone), run_dir, dtype, size_b(backbone)
+    if method == "lora":
+        return f"{run_dir}.merged", None, dtype, size_b(backbone)
+    return run_dir, None, dtype, size_b(backbone)
+
+
+def eval_inputs(wildcards):
+    """Model directories this evaluation reads (demo backbones and our own runs)."""
+    model, adapter, _, _ = eval_model(wildcards)
+    inputs = {}
+    if model.startswith(f"{RESULTS}/"):
+        inputs["model"] = model
+    if adapter and adapter.startswith(f"{RESULTS}/"):
+        inputs["adapter"] = adapter
+    inputs["data_files"] = list(
+        benchmark(wildcards.benchmark).get("data_files", {}).values()
+    )
+    return inputs
+
+
+def eval_args(wildcards):
+    """Command-line arguments of evaluate.py for one run x benchmark."""
+    model, adapter, dtype, _ = eval_model(wildcards)
+    bench = benchmark(wildcards.benchmark)
+    args = ["--model", model, "--dtype", dtype, "--benchmark", wildcards.benchmark]
+    if adapter:
+        args += ["--adapter", adapter]
+    for task in bench["tasks"]:
+        args += ["--task", task]
+    args += ["--num-fewshot", str(bench["num_fewshot"])]
+    if bench.get("data_files"):
+        args += ["--data-files"] + [f"{s}={p}" for s, p in bench["data_files"].items()]
+    if bench.get("metrics"):
+        args += ["--metrics", *bench["metrics"]]
+    if bench.get("limit"):
+        args += ["--limit", str(bench["limit"])]
+    batch_size = bench.get("batch_size", config["evaluation"]["batch_size"])
+    args += ["--batch-size", str(batch_size)]
+    args += ["--seed", str(config["evaluation"]["seed"])]
+    args += ["--device", config["evaluation"]["device"]]
+    args += ["--run-info", json.dumps(run_info(wildcards), sort_keys=True)]
+    return args
+
+
+def run_info(wildcards):
+    if hasattr(wildcards, "checkpoint"):
+        ext = config["external"][wildcards.checkpoint]
+        return {
+            "backbone": ext.get("backbone", wildcards.checkpoint),
+            "data": "",
+            "method": "external",
+            "name": wildcards.checkpoint,
+        }
+    return {
+        "backbone": wildcards.backbone,
+        "data": getattr(wildcards, "data", ""),
+        "method": getattr(wildcards, "method", "base"),
+    }
+
+
+def eval_gpus(wildcards):
+    if hasattr(wildcards, "checkpoint"):
+        return 1
+    return 0 if is_tiny(wildcards.backbone) else 1
+
+
+def eval_mem_mb(wildcards, attempt):
+    return int((6 + 4 * eval_model(wildcards)[3]) * 1024 * attempt)
+
+
+def eval_runtime(wildcards, attempt):
+    return int((20 + 15 * eval_model(wildcards)[3]) * attempt)
