@@ -82,6 +82,11 @@ def atomic_path(target: str | os.PathLike, *, directory: bool = False) -> Iterat
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
         tmp = Path(name)
+    # mkstemp/mkdtemp create private (0600/0700) paths; outputs should follow the umask
+    # like any other file, so colleagues on a shared cluster can read them.
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod((0o777 if directory else 0o666) & ~umask)
     try:
         yield tmp
         if directory and target.exists():

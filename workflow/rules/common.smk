@@ -1,6 +1,7 @@
 """Config checks, the experiment grid, and every input/params function the rules use."""
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -13,42 +14,20 @@ SCRIPTS = Path(workflow.basedir).parent / "scripts"
 # very template names training will accept.
 sys.path.insert(0, str(SCRIPTS))
 from sbt.templates import TEMPLATES  # noqa: E402
+from sbt.training import HPARAM_DEFAULTS, LORA_DEFAULTS  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-# The study's training recipe (text-only runs); config values override key by key.
-STUDY_HPARAMS = {
-    "learning_rate": 2e-5,
-    "num_train_epochs": 1,
-    "max_steps": -1,
-    "per_device_train_batch_size": 4,
-    "gradient_accumulation_steps": 2,
-    "num_gpus": 4,
-    "warmup_ratio": 0.03,
-    "lr_scheduler_type": "cosine",
-    "weight_decay": 0.0,
-    "model_max_length": 2048,
-    "bf16": True,
-    "tf32": True,
-    "gradient_checkpointing": True,
-    "seed": 42,
-    "dtype": "bfloat16",
-    "logging_steps": 1,
-    "save_steps": 500,
-    "save_total_limit": 1,
-    "max_skipped_fraction": 0.01,
-    "deepspeed": None,
-    "fsdp": None,
-}
-STUDY_LORA = {
-    "r": 64,
-    "alpha": 16,
-    "dropout": 0.05,
-    "bias": "none",
-    "target_modules": "all-linear",
-}
+# GPUs per training job: a launch setting (the study used 4), not a Trainer argument.
+STUDY_NUM_GPUS = 4
 RESULTS = "results"
 EXTERNAL = "external"  # path part of released checkpoints' results
+
+
+def script(name):
+    """A stage script's path as a param (so the shell names no globals). Relative to the
+    working directory, so moving a clone does not change the params and rerun jobs."""
+    return os.path.relpath(SCRIPTS / name)
 
 
 def config_error(key, message):
@@ -56,9 +35,17 @@ def config_error(key, message):
     raise WorkflowError(f"config error: {key}: {message}")
 
 
+# Data sources that the prefetch rules may download: source path -> url.
+SOURCE_URLS = {
+    v["sources"][0]: v["url"] for v in config["data"].values() if v.get("url")
+}
+
+
 def check_config():
     """Checks JSON Schema cannot express: names that refer to each other, files that must exist."""
     for name, variant in config["data"].items():
+        if variant["url"] and len(variant["sources"]) != 1:
+            config_error(f"data.{name}.url", "a url needs exactly one file in sources")
         for i, source in enumerate(variant["sources"]):
             if not Path(source).exists() and not variant.get("url"):
                 config_error(
@@ -155,6 +142,31 @@ def get_final_output():
     ]
 
 
+# ---------------------------------------------------------------- data
+
+
+def data_sources(wildcards):
+    return config["data"][wildcards.data]["sources"]
+
+
+def conversion_flags(wildcards):
+    """The variant's conversion options as converter flags (a params, so edits rerun it)."""
+    variant = config["data"][wildcards.data]
+    flags = [
+        f"--{key.replace('_', '-')}"
+        for key in ("strip_newline", "all_turns", "drop_image_key", "skip_invalid")
+        if variant[key]
+    ]
+    if variant["max_records"]:
+        flags += [
+            "--max-records",
+            str(variant["max_records"]),
+            "--seed",
+            str(variant["seed"]),
+        ]
+    return " ".join(flags)
+
+
 # ---------------------------------------------------------------- backbones
 
 
@@ -191,9 +203,10 @@ def tiny_corpus():
 
 
 def hparams(backbone, method):
-    """Study defaults <- training.<method> <- backbones.<backbone>.training.<method>."""
-    merged = dict(STUDY_HPARAMS)
-    lora = dict(STUDY_LORA)
+    """Study defaults (sbt.training) <- training.<method> <- backbones.<b>.training.<method>."""
+    merged = {k: v for k, v in HPARAM_DEFAULTS.items() if k != "lora"}
+    merged["num_gpus"] = STUDY_NUM_GPUS
+    lora = dict(LORA_DEFAULTS)
     layers = (
         config["training"].get(method, {}),
         config["backbones"][backbone].get("training", {}).get(method, {}),

@@ -17,9 +17,10 @@ rule evaluate_base:
         mem_mb=eval_mem_mb,
         runtime=eval_runtime,
     params:
+        script=script("evaluate.py"),
         args=eval_args,
     shell:
-        "python {SCRIPTS}/evaluate.py {params.args:q} --output {output:q} 2> {log:q}"
+        "python {params.script} {params.args:q} --output {output:q} 2> {log:q}"
 
 
 use rule evaluate_base as evaluate_run with:

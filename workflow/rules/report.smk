@@ -26,7 +26,8 @@ rule aggregate:
     conda:
         "../../envs/workflow.yaml"
     params:
-        tables_dir=f"{RESULTS}/tables",
+        script=script("aggregate.py"),
+        tables_dir=lambda wildcards, output: os.path.dirname(output.csv),
     shell:
-        "python {SCRIPTS}/aggregate.py --results {input:q}"
+        "python {params.script} --results {input:q}"
         " --tables-dir {params.tables_dir:q} --plots-dir {output.plots:q} 2> {log:q}"

@@ -14,14 +14,15 @@ rule build_tiny_backbone:
     conda:
         "../../envs/workflow.yaml"
     params:
+        script=script("build_tiny_backbone.py"),
         shape=lambda wildcards: " ".join(
             f"--{key.replace('_', '-')} {value}"
             for key, value in sorted(
-                config["backbones"][wildcards.backbone]["tiny"].items()
+                config["backbones"][wildcards.backbone].get("tiny", {}).items()
             )
         ),
     shell:
-        "python {SCRIPTS}/build_tiny_backbone.py --corpus {input:q} --output {output:q}"
+        "python {params.script} --corpus {input:q} --output {output:q}"
         " {params.shape} 2> {log:q}"
 
 
@@ -43,12 +44,13 @@ rule train:
         mem_mb=train_mem_mb,
         runtime=train_runtime,
     params:
+        script=script("train.py"),
         model=lambda wildcards: backbone_model(wildcards.backbone),
         template=lambda wildcards: config["backbones"][wildcards.backbone]["template"],
         hparams=train_hparams_json,
         launcher=train_launcher,
     shell:
-        "{params.launcher} {SCRIPTS}/train.py --model {params.model:q}"
+        "{params.launcher} {params.script} --model {params.model:q}"
         " --template {params.template} --method {wildcards.method}"
         " --data {input.data:q} --output {output:q} --hparams {params.hparams:q} 2> {log:q}"
 
@@ -69,8 +71,9 @@ rule merge_lora:
     resources:
         mem_mb=train_mem_mb,
     params:
+        script=script("merge_lora.py"),
         model=lambda wildcards: backbone_model(wildcards.backbone),
         dtype=lambda wildcards: config["backbones"][wildcards.backbone]["dtype"],
     shell:
-        "python {SCRIPTS}/merge_lora.py --model {params.model:q} --adapter {input.adapter:q}"
+        "python {params.script} --model {params.model:q} --adapter {input.adapter:q}"
         " --dtype {params.dtype} --output {output:q} 2> {log:q}"

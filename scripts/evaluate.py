@@ -1,0 +1,276 @@
+#!/usr/bin/env python
+"""Evaluate one model (optionally base + PEFT adapter) on one benchmark with lm-eval.
+
+Runs lm-eval, the library (`simple_evaluate`, model "hf"), offline. With --data-files the
+stock tasks run on local files in their dataset's own schema, keeping lm-eval's prompts and
+metrics; without, on the stock datasets from the local Hugging Face cache. Several --task
+values form one benchmark evaluated in one call (TruthfulQA-MC: truthfulqa_mc1 and
+truthfulqa_mc2 on the same file). Every random seed is fixed and the batch size is fixed, so
+a rerun gives the same numbers.
+
+Output JSON (written atomically):
+  benchmark, tasks, num_fewshot, metrics {"<task>/<metric>": value}, results (lm-eval's
+  per-task results), versions, n_shot, n_samples, config, run (--run-info), provenance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from sbt.common import atomic_path, cli, input_error, provenance, write_json
+from sbt.lmeval_tasks import (
+    DEFAULT_BOOTSTRAP_ITERS,
+    check_declared_metrics,
+    check_task_names,
+    hf_model_args,
+    json_safe,
+    parse_data_files,
+    plan_local_tasks,
+    primary_metrics,
+    resolve_device,
+    run_lm_eval,
+    samples_per_task,
+    select_metrics,
+    use_offline_hub,
+)
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+if __name__ == "__main__":
+    # This file shares its name with Hugging Face's `evaluate` package, which some lm-eval
+    # tasks import (squadv2); run as a script, its folder must not shadow that package.
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+
+
+def log(message: str) -> None:
+    print(f"[evaluate] {message}", file=sys.stderr, flush=True)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="model directory (or a cached HF id)")
+    parser.add_argument("--adapter", help="PEFT (LoRA) adapter directory applied on --model")
+    parser.add_argument("--tokenizer", help="tokenizer directory (default: the model's)")
+    parser.add_argument(
+        "--task",
+        action="append",
+        required=True,
+        metavar="TASK",
+        help="lm-eval task name; repeat for several tasks evaluated together",
+    )
+    parser.add_argument(
+        "--num-fewshot",
+        type=_non_negative_int,
+        default=0,
+        help="examples in each prompt (tasks whose config fixes 0 shots keep 0)",
+    )
+    parser.add_argument(
+        "--data-files",
+        nargs="+",
+        metavar="SPLIT=PATH",
+        help="local benchmark files per split, in the dataset's own schema (JSON/JSONL)",
+    )
+    parser.add_argument("--output", required=True, help="result JSON to write")
+    parser.add_argument("--benchmark", help="benchmark name recorded in the output")
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="METRIC",
+        help="metrics to report (default: every metric lm-eval reports)",
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=8)
+    parser.add_argument("--limit", type=_positive_int, help="only the first N documents per task")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32")
+    parser.add_argument("--seed", type=int, default=1234, help="every lm-eval random seed")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="allow model code from the model dir"
+    )
+    parser.add_argument(
+        "--bootstrap-iters",
+        type=_non_negative_int,
+        default=DEFAULT_BOOTSTRAP_ITERS,
+        help=f"bootstrap resamples for stderr entries (default {DEFAULT_BOOTSTRAP_ITERS})",
+    )
+    parser.add_argument("--log-samples", metavar="PATH", help="also write per-document JSONL")
+    parser.add_argument(
+        "--run-info",
+        default="{}",
+        metavar="JSON",
+        help='JSON object describing the run, e.g. {"backbone": ..., "data": ..., "method": ...}',
+    )
+    return parser.parse_args(argv)
+
+
+def parse_run_info(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise input_error("--run-info", f"invalid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise input_error("--run-info", "must be a JSON object")
+    return value
+
+
+def check_local_path(value: str, option: str) -> None:
+    """A value that looks like a path must exist (hub ids such as org/name pass through)."""
+    path = Path(value)
+    if path.exists():
+        return
+    if value.startswith((".", "/", "~")) or len(path.parts) > 2:
+        raise input_error(path, f"{option} directory not found")
+
+
+def write_samples(path: str | Path, samples: dict) -> None:
+    """Per-document records, one JSON object a line, written atomically."""
+    from lm_eval.utils import handle_non_serializable
+
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for task in sorted(samples):
+            for sample in samples[task]:
+                record = {"task": task, **sample}
+                fh.write(json.dumps(record, default=handle_non_serializable) + "\n")
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    """Validate the arguments, run lm-eval, and return the output document."""
+    started = time.perf_counter()
+    use_offline_hub()
+    run_info = parse_run_info(args.run_info)
+    tasks = list(dict.fromkeys(args.task))
+    check_local_path(args.model, "--model")
+    if args.adapter:
+        check_local_path(args.adapter, "--adapter")
+    data_files = parse_data_files(args.data_files)
+    if data_files:
+        local_tasks = plan_local_tasks(tasks, data_files, args.num_fewshot)
+        check_declared_metrics(local_tasks, args.metrics)
+        sources = {t.name: t.stock_source for t in local_tasks}
+    else:
+        local_tasks = None
+        check_task_names(tasks)
+        sources = {}
+    device = resolve_device(args.device)
+    benchmark = args.benchmark or "+".join(tasks)
+    model_args = hf_model_args(
+        args.model,
+        adapter=args.adapter,
+        tokenizer=args.tokenizer,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+    )
+    what = f"{args.model}" + (f" + adapter {args.adapter}" if args.adapter else "")
+    log(f"{benchmark}: tasks {', '.join(tasks)} on {what} ({device}, {args.dtype})")
+    if data_files:
+        log("data files: " + ", ".join(f"{s}={p}" for s, p in data_files.items()))
+    setup_s = time.perf_counter() - started
+    try:
+        results = run_lm_eval(
+            tasks,
+            model_args=model_args,
+            local_tasks=local_tasks,
+            num_fewshot=args.num_fewshot,
+            batch_size=args.batch_size,
+            device=device,
+            limit=args.limit,
+            seed=args.seed,
+            log_samples=bool(args.log_samples),
+            bootstrap_iters=args.bootstrap_iters,
+        )
+    except ConnectionError as exc:  # offline and not in the local HF cache
+        raise input_error(
+            "--task",
+            f"{exc}; with the hub offline, prefetch it into the HF cache or give --data-files",
+        ) from None
+    metrics: dict[str, float | None] = {}
+    for task in tasks:
+        if task not in results["results"]:
+            raise input_error("--task", f"lm-eval returned no results for {task}")
+        available = primary_metrics(results["results"][task])
+        for name, value in select_metrics(task, available, args.metrics).items():
+            metrics[f"{task}/{name}"] = value
+            shown = "n/a" if value is None else f"{value:.4f}"
+            log(f"{task}/{name} = {shown}")
+    if args.log_samples:
+        write_samples(args.log_samples, results.get("samples", {}))
+    elapsed = time.perf_counter() - started
+    log(f"done in {elapsed:.1f} s (setup {setup_s:.1f} s)")
+    return {
+        "benchmark": benchmark,
+        "tasks": tasks,
+        "num_fewshot": args.num_fewshot,
+        "metrics": metrics,
+        "results": json_safe({task: results["results"][task] for task in tasks}),
+        "versions": {task: results.get("versions", {}).get(task) for task in tasks},
+        "n_shot": {task: results.get("n-shot", {}).get(task) for task in tasks},
+        "n_samples": {task: samples_per_task(results, task) for task in tasks},
+        "config": {
+            "model": args.model,
+            "adapter": args.adapter,
+            "tokenizer": args.tokenizer,
+            "dtype": args.dtype,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "limit": args.limit,
+            "device": device,
+            "trust_remote_code": args.trust_remote_code,
+            "bootstrap_iters": args.bootstrap_iters,
+            "data_files": dict(zip(data_files, _given_paths(args.data_files), strict=True)),
+        },
+        "run": run_info,
+        "provenance": provenance(
+            stage="evaluate",
+            lm_eval_task_sources=sources,
+            seconds=round(elapsed, 1),
+        ),
+    }
+
+
+def _given_paths(specs: list[str] | None) -> list[str]:
+    """The paths as the user gave them (relative paths stay relative: portable records)."""
+    return [spec.partition("=")[2] for spec in specs or ()]
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    document = evaluate(args)
+    write_json(args.output, document)
+    log(f"wrote {args.output}")
+    return 0
+
+
+def exit_without_teardown(code: int) -> None:
+    """End the process at once: Python's teardown of torch/arrow state costs ~1 s per job.
+
+    Every output is closed by now (atomic writes), so only the log streams need flushing.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    exit_without_teardown(main())

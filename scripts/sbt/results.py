@@ -1,0 +1,292 @@
+"""Evaluation result JSONs -> one summary table (rows: runs, columns: benchmark metrics).
+
+Reads what evaluate.py writes: `run` {backbone, data, method[, name]} and `metrics`
+{"<task>/<metric>": value in lm-eval's scale}. Rows are grouped by backbone (sorted by
+name); inside a backbone: base model, full fine-tunes, LoRA runs, external checkpoints,
+anything else. Columns are grouped by benchmark family in the study's order. Scores are
+percentages with one decimal; what was not evaluated stays empty (NaN), never zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from decimal import ROUND_HALF_UP, Decimal
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sbt.common import input_error
+
+METHOD_ORDER = ("base", "full", "lora", "external")
+ETHICS_TASKS = (
+    "ethics_cm",
+    "ethics_deontology",
+    "ethics_justice",
+    "ethics_utilitarianism",
+    "ethics_virtue",
+)
+# task -> (family, short name used in column labels)
+TASK_FAMILY = {
+    "truthfulqa_mc1": ("TruthfulQA", "mc1"),
+    "truthfulqa_mc2": ("TruthfulQA", "mc2"),
+    "truthfulqa_gen": ("TruthfulQA", "gen"),
+    **{task: ("ETHICS", task.removeprefix("ethics_")) for task in ETHICS_TASKS},
+    "boolq": ("BoolQ", ""),
+    "mmlu": ("MMLU", ""),
+    "gsm8k": ("GSM8K", ""),
+    "mathqa": ("MathQA", ""),
+    "squadv2": ("SQuAD2", ""),
+}
+FAMILY_ORDER = ("TruthfulQA", "ETHICS", "BoolQ", "MMLU", "GSM8K", "MathQA", "SQuAD2", "Other")
+TASK_ORDER = tuple(TASK_FAMILY)
+# The metric a task's column shows without naming it (its accuracy).
+HEADLINE_METRIC = {
+    task: "acc"
+    for task in ("truthfulqa_mc1", "truthfulqa_mc2", *ETHICS_TASKS, "boolq", "mmlu", "mathqa")
+}
+METRIC_ORDER = (
+    "acc",
+    "acc_norm",
+    "exact_match,strict-match",
+    "exact_match,flexible-extract",
+    "exact_match",
+    "exact",
+    "f1",
+    *(f"{m}_{s}" for m in ("bleu", "rouge1", "rouge2", "rougeL") for s in ("max", "acc", "diff")),
+)
+# lm-eval reports these as fractions; the tables show percentages. Others (BLEU, ROUGE,
+# SQuAD2 exact/f1) are already on a 0-100 scale.
+FRACTION_METRICS = {"acc", "acc_norm", "exact_match"}
+
+
+def is_fraction(metric: str) -> bool:
+    base = metric.partition(",")[0]
+    return base in FRACTION_METRICS or base.endswith("_acc")
+
+
+@dataclass(frozen=True)
+class Column:
+    family: str
+    label: str  # shown under the family, e.g. "mc2", "cm", "mean", "mc2 vs base"
+    task: str | None = None  # None for derived columns (ETHICS mean, deltas)
+    metric: str | None = None
+    delta_of: str | None = None  # key of the column a delta column compares to base
+
+    @property
+    def key(self) -> str:
+        return f"{self.family} {self.label}"
+
+
+@dataclass
+class RunResult:
+    """One run's metrics gathered from all its result files."""
+
+    backbone: str
+    data: str
+    method: str
+    name: str
+    scores: dict[str, float | None]  # "<task>/<metric>" -> percentage (None: not a number)
+    sources: dict[str, Path]  # "<task>/<metric>" -> file it came from
+
+    @property
+    def row_key(self) -> tuple[str, str, str, str]:
+        return (self.backbone, self.data, self.method, self.name)
+
+    @property
+    def shown_data(self) -> str:
+        """Data column text: "-" for base models, the checkpoint name for external ones."""
+        if self.method == "base":
+            return self.data or "-"
+        return self.data or self.name or "-"
+
+
+def _string_field(path: Path, run: dict, key: str, *, required: bool) -> str:
+    value = run.get(key)
+    if value is None:
+        if required:
+            raise input_error(path, "missing", field=f"run.{key}")
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise input_error(path, f"must be a non-empty string, got {value!r}", field=f"run.{key}")
+    return value
+
+
+def read_result_file(path: str | Path) -> tuple[dict[str, str], dict[str, float | None]]:
+    """(run description, metrics) of one result JSON, validated."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise input_error(path, f"cannot read: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise input_error(path, f"invalid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise input_error(path, "expected a JSON object (an evaluate.py result)")
+    run = document.get("run")
+    if not isinstance(run, dict):
+        raise input_error(path, "missing or not an object", field="run")
+    description = {
+        "backbone": _string_field(path, run, "backbone", required=True),
+        "method": _string_field(path, run, "method", required=True),
+        "data": _string_field(path, run, "data", required=False),
+        "name": _string_field(path, run, "name", required=False),
+    }
+    metrics = document.get("metrics")
+    if not isinstance(metrics, dict):
+        raise input_error(path, "missing or not an object", field="metrics")
+    values: dict[str, float | None] = {}
+    for key, value in metrics.items():
+        task, sep, metric = key.partition("/")
+        if not sep or not task or not metric:
+            raise input_error(path, "expected '<task>/<metric>'", field=f"metrics.{key}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise input_error(path, f"not a number: {value!r}", field=f"metrics.{key}")
+        values[key] = None if value is None or not math.isfinite(value) else float(value)
+    return description, values
+
+
+def result_files(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given plus every *.json under given directories (sorted, no duplicates)."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*.json") if p.is_file())
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise input_error(path, "no such result file or directory")
+    return list(dict.fromkeys(files))
+
+
+def load_runs(paths: Sequence[str | Path]) -> list[RunResult]:
+    """Merge result files by run; the same metric twice must agree."""
+    runs: dict[tuple[str, str, str, str], RunResult] = {}
+    for path in result_files(paths):
+        description, metrics = read_result_file(path)
+        key = (description["backbone"], description["data"], description["method"])
+        key += (description["name"],)
+        run = runs.setdefault(key, RunResult(**description, scores={}, sources={}))
+        for metric_key, value in metrics.items():
+            score = None if value is None else _as_percent(metric_key, value)
+            if metric_key in run.scores and run.scores[metric_key] != score:
+                raise input_error(
+                    path,
+                    f"differs from {run.sources[metric_key]} for the same run",
+                    field=f"metrics.{metric_key}",
+                )
+            run.scores[metric_key] = score
+            run.sources[metric_key] = Path(path)
+    return sort_runs(runs.values())
+
+
+def _as_percent(metric_key: str, value: float) -> float:
+    return value * 100 if is_fraction(metric_key.partition("/")[2]) else value
+
+
+def sort_runs(runs: Iterable[RunResult]) -> list[RunResult]:
+    def order(run: RunResult):
+        method_rank = METHOD_ORDER.index(run.method) if run.method in METHOD_ORDER else 99
+        return (run.backbone, method_rank, run.method, run.data, run.name)
+
+    return sorted(runs, key=order)
+
+
+def _metric_rank(metric: str) -> tuple[int, str]:
+    return (METRIC_ORDER.index(metric) if metric in METRIC_ORDER else len(METRIC_ORDER), metric)
+
+
+def metric_columns(runs: Sequence[RunResult]) -> list[Column]:
+    """One column per (task, metric) present in any run, in family/task/metric order."""
+    present = {key for run in runs for key in run.scores}
+    columns = []
+    for key in present:
+        task, _, metric = key.partition("/")
+        family, short = TASK_FAMILY.get(task, ("Other", task))
+        if short and metric == HEADLINE_METRIC.get(task):
+            label = short
+        else:
+            label = f"{short} {metric}" if short else metric
+        columns.append(Column(family, label.replace(",", " "), task, metric))
+
+    def order(column: Column):
+        task_rank = TASK_ORDER.index(column.task) if column.task in TASK_ORDER else len(TASK_ORDER)
+        return (
+            FAMILY_ORDER.index(column.family),
+            task_rank,
+            column.task,
+            _metric_rank(column.metric),
+        )
+
+    return sorted(columns, key=order)
+
+
+def round_score(value: float) -> float:
+    """One decimal, halves rounded up as a reader expects (6.25 -> 6.3, not Python's 6.2)."""
+    return float(Decimal(repr(value)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    if any(v is None for v in values):
+        return None
+    return sum(values) / len(values)
+
+
+@dataclass
+class Summary:
+    runs: list[RunResult]
+    columns: list[Column]
+    values: list[list[float | None]]  # per run, per column: rounded to 0.1 (None: blank)
+
+    def families(self) -> list[str]:
+        return list(dict.fromkeys(column.family for column in self.columns))
+
+    def column_index(self, key: str) -> int:
+        return [c.key for c in self.columns].index(key)
+
+
+def build_summary(runs: Sequence[RunResult]) -> Summary:
+    """The table: metric columns, the ETHICS mean, and the vs-base delta columns.
+
+    Scores are rounded to one decimal; a delta is the difference of the rounded scores
+    shown in the table (so a reader can check it), the ETHICS mean is the mean of the
+    five unrounded subset scores, then rounded.
+    """
+    runs = sort_runs(runs)
+    columns = metric_columns(runs)
+    raw = [[run.scores.get(f"{c.task}/{c.metric}") for c in columns] for run in runs]
+
+    ethics_keys = [f"{task}/acc" for task in ETHICS_TASKS]
+    ethics_means = [_mean([run.scores.get(k) for k in ethics_keys]) for run in runs]
+    if any(mean is not None for mean in ethics_means):
+        last_ethics = max(i for i, c in enumerate(columns) if c.family == "ETHICS")
+        columns.insert(last_ethics + 1, Column("ETHICS", "mean"))
+        for row, mean in zip(raw, ethics_means, strict=True):
+            row.insert(last_ethics + 1, mean)
+    values = [[None if v is None else round_score(v) for v in row] for row in raw]
+
+    deltas = []
+    keys = [c.key for c in columns]
+    truthful = next((k for k in ("TruthfulQA mc2", "TruthfulQA mc1") if k in keys), None)
+    for source in (truthful, "ETHICS mean" if "ETHICS mean" in keys else None):
+        if source is not None:
+            deltas.append(source)
+    for source in deltas:
+        index = [c.key for c in columns].index(source)
+        column = columns[index]
+        delta_column = Column(column.family, f"{column.label} vs base", delta_of=source)
+        base_of = {
+            run.backbone: row[index]
+            for run, row in zip(runs, values, strict=True)
+            if run.method == "base"
+        }
+        for run, row in zip(runs, values, strict=True):
+            base = base_of.get(run.backbone)
+            own = row[index]
+            if run.method == "base" or base is None or own is None:
+                row.insert(index + 1, None)
+            else:
+                row.insert(index + 1, round_score(own - base))
+        columns.insert(index + 1, delta_column)
+    return Summary(runs=runs, columns=columns, values=values)

@@ -1,0 +1,217 @@
+"""Turn LLaVA conversations into training examples with loss on assistant tokens only.
+
+Rule for labels: the prompt is rendered with `sbt.templates.render`, which also returns the
+trained character spans (each assistant message plus the separator that closes it). The
+text is tokenized by a fast tokenizer with character offsets. A token is trained iff its
+offsets are non-empty and its LAST character lies inside a trained span; its label is then
+its id, otherwise -100. Tokens the tokenizer adds itself (BOS) have empty offsets and are
+never trained. With SentencePiece-style tokenizers the space before a word belongs to the
+word's token (`"▁Hello"`), so the first answer token, which starts on the space that opens
+the turn and ends inside the answer, is trained.
+
+Truncation keeps the first `max_length` tokens (for LLaMA tokenizers, which only add a BOS
+in front, this is exactly what the tokenizer's own right truncation does).
+
+Records are never dropped silently: a record with an empty message, without any assistant
+message, or with no trained token left (usually after truncation) is skipped and counted
+under its reason in the `skip_counts` that `tokenize_records` returns.
+
+Literal `"</s>"` and `"<s>"` in the rendered text become the EOS / BOS special tokens, as
+with LLaMA's tokenizer; `setup_tokenizer` checks this for the templates that use them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from sbt.common import input_error
+from sbt.templates import ConversationError, EmptyMessageError, get_template, render
+
+IGNORE_INDEX = -100
+PAD_TOKEN_V0 = "[PAD]"
+
+SKIP_EMPTY_MESSAGE = "empty_message"
+SKIP_NO_ASSISTANT_MESSAGE = "no_assistant_message"
+SKIP_NO_TRAINED_TOKEN = "no_trained_token"
+SKIP_TRUNCATED = "no_trained_token_after_truncation"
+SKIP_REASONS = (
+    SKIP_EMPTY_MESSAGE,
+    SKIP_NO_ASSISTANT_MESSAGE,
+    SKIP_NO_TRAINED_TOKEN,
+    SKIP_TRUNCATED,
+)
+
+_BATCH = 512
+
+
+def load_records(path: str | Path) -> list[dict]:
+    """Read LLaVA-format records (a JSON list, or JSON Lines) and check their shape."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise input_error(path, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        if path.suffix == ".jsonl":
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            records = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise input_error(path, f"invalid JSON: {exc}") from None
+    if not isinstance(records, list):
+        raise input_error(path, "expected a JSON list of records")
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise input_error(path, "record must be an object", index=index)
+        if not isinstance(record.get("conversations"), list):
+            raise input_error(
+                path,
+                "missing or not a list",
+                index=index,
+                record_id=record.get("id"),
+                field="conversations",
+            )
+    return records
+
+
+def setup_tokenizer(tokenizer, template: str, max_length: int) -> bool:
+    """Configure a tokenizer as the study did; return True if a token was added (resize!).
+
+    Padding on the right, `model_max_length` = `max_length`, pad token = unk token (`v0`
+    adds a `[PAD]` token instead). Backbones without an unk token keep their pad token or
+    fall back to EOS. Raises ValueError if the tokenizer cannot give offsets or does not map
+    the template's literal `</s>` / `<s>` to its special tokens.
+    """
+    spec = get_template(template)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("a fast tokenizer (tokenizer.json) is needed for character offsets")
+    tokenizer.padding_side = "right"
+    tokenizer.model_max_length = max_length
+    added = False
+    if template == "v0":
+        if tokenizer.pad_token is None:
+            added = tokenizer.add_special_tokens({"pad_token": PAD_TOKEN_V0}) > 0
+    elif tokenizer.unk_token is not None:
+        tokenizer.pad_token = tokenizer.unk_token
+    elif tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token is None:
+        raise ValueError("the tokenizer has no unk, pad or eos token to pad with")
+    expected = {"</s>": tokenizer.eos_token_id, "<s>": tokenizer.bos_token_id}
+    for literal in spec.special_literals:
+        ids = tokenizer(literal, add_special_tokens=False)["input_ids"]
+        if ids != [expected[literal]]:
+            raise ValueError(
+                f"template {template!r} writes {literal!r}, but this tokenizer does not map it "
+                f"to its {'EOS' if literal == '</s>' else 'BOS'} token; use a LLaMA-family "
+                "tokenizer or the 'chat_template' template"
+            )
+    return added
+
+
+def load_tokenizer(path: str, template: str, max_length: int, *, trust_remote_code: bool = False):
+    """AutoTokenizer from `path`, set up by `setup_tokenizer`; returns (tokenizer, added).
+
+    Problems (no such tokenizer, not fast, wrong special tokens) are InputErrors naming `path`.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise input_error(path, f"cannot load tokenizer: {exc}") from None
+    try:
+        added = setup_tokenizer(tokenizer, template, max_length)
+    except ValueError as exc:
+        raise input_error(path, str(exc)) from None
+    return tokenizer, added
+
+
+def assistant_labels(
+    input_ids: list[int], offsets: list[tuple[int, int]], spans: Iterable[tuple[int, int]]
+) -> list[int]:
+    """Labels: the token id where the token's last character is in a span, else -100."""
+    spans = sorted(spans)
+    if not input_ids or not spans:
+        return [IGNORE_INDEX] * len(input_ids)
+    offsets_array = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    starts, ends = offsets_array[:, 0], offsets_array[:, 1]
+    last = ends - 1
+    span_starts = np.array([s for s, _ in spans], dtype=np.int64)
+    span_ends = np.array([e for _, e in spans], dtype=np.int64)
+    which = np.searchsorted(span_starts, last, side="right") - 1
+    trained = (ends > starts) & (which >= 0) & (last < span_ends[np.maximum(which, 0)])
+    ids = np.asarray(input_ids, dtype=np.int64)
+    return np.where(trained, ids, IGNORE_INDEX).tolist()
+
+
+def tokenize_records(
+    records: list[dict],
+    tokenizer,
+    template: str,
+    max_length: int,
+    *,
+    source: str | Path = "<records>",
+) -> tuple[list[dict], dict[str, int]]:
+    """Tokenize records for training.
+
+    Returns `(examples, skip_counts)`: examples are `{"id", "input_ids", "labels",
+    "truncated"}` in record order; skip_counts maps each reason in SKIP_REASONS to a count.
+    A malformed conversation raises InputError naming `source`, the record and the field.
+    """
+    spec = get_template(template)
+    skips: Counter[str] = Counter({reason: 0 for reason in SKIP_REASONS})
+    rendered = []
+    for index, record in enumerate(records):
+        try:
+            prompt = render(template, record.get("conversations"), tokenizer)
+        except EmptyMessageError:
+            skips[SKIP_EMPTY_MESSAGE] += 1
+            continue
+        except ConversationError as exc:
+            raise input_error(
+                source, str(exc), index=index, record_id=record.get("id"), field=exc.field
+            ) from None
+        if not prompt.trained_spans:
+            skips[SKIP_NO_ASSISTANT_MESSAGE] += 1
+            continue
+        rendered.append((record.get("id"), prompt))
+
+    examples = []
+    for batch_start in range(0, len(rendered), _BATCH):
+        batch = rendered[batch_start : batch_start + _BATCH]
+        encoded = tokenizer(
+            [prompt.text for _, prompt in batch],
+            add_special_tokens=spec.add_special_tokens,
+            return_offsets_mapping=True,
+            return_attention_mask=False,
+            verbose=False,  # long texts are expected here; truncation follows below
+        )
+        for (record_id, prompt), input_ids, offsets in zip(
+            batch, encoded["input_ids"], encoded["offset_mapping"], strict=True
+        ):
+            truncated = len(input_ids) > max_length
+            input_ids, offsets = input_ids[:max_length], offsets[:max_length]
+            labels = assistant_labels(input_ids, offsets, prompt.trained_spans)
+            if all(label == IGNORE_INDEX for label in labels):
+                skips[SKIP_TRUNCATED if truncated else SKIP_NO_TRAINED_TOKEN] += 1
+                continue
+            examples.append(
+                {"id": record_id, "input_ids": input_ids, "labels": labels, "truncated": truncated}
+            )
+    return examples, dict(skips)
+
+
+def count_trained_tokens(examples: Iterable[dict]) -> int:
+    return sum(sum(label != IGNORE_INDEX for label in ex["labels"]) for ex in examples)
+
+
+def skip_summary(skip_counts: dict[str, int]) -> str:
+    """`empty_message: 3, ...` for the reasons that occurred, or `none`."""
+    parts = [f"{reason}: {n}" for reason, n in skip_counts.items() if n]
+    return ", ".join(parts) or "none"

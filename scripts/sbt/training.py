@@ -1,0 +1,533 @@
+"""The study's fine-tuning recipe (full or LoRA) as one function, `train`.
+
+What it does, in order: resolve the hyperparameters (study defaults, see HPARAM_DEFAULTS);
+set up the tokenizer as the study did; tokenize the data with assistant-only labels
+(`sbt.tokenize_chat`), refusing to go on if more than `max_skipped_fraction` of the
+records had to be skipped; load the backbone (safetensors where possible); wrap it in
+LoRA for `method="lora"`; run transformers' Trainer; save.
+
+Outputs: the finished model directory appears only complete. Checkpoints go to the
+sibling `<output>.checkpoints/`; a killed job started again with the same arguments
+resumes from its last complete checkpoint (`resume="auto"`); checkpoints written by a run
+with other settings are refused rather than silently mixed in. The checkpoints are deleted
+after success, and after a divergence (a NaN or infinite loss stops training). The result holds `training_info.json` (what was trained, how, on
+what, with which packages, and how it went) and `loss.csv` (step, loss, learning_rate).
+A `full` run saves the model (safetensors) and the tokenizer; a `lora` run saves only the
+adapter (PEFT format), to be loaded on top of the unchanged base model.
+
+Precision: `bf16` and `tf32` are GPU features; on a machine without CUDA they are switched
+off (said on stderr and recorded under `effective` in training_info.json).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from sbt.common import input_error, provenance, write_json
+from sbt.tokenize_chat import (
+    IGNORE_INDEX,
+    count_trained_tokens,
+    load_records,
+    load_tokenizer,
+    skip_summary,
+    tokenize_records,
+)
+
+METHODS = ("full", "lora")
+RESUME_MODES = ("auto", "never")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+# The study's text-only training settings (per device; the study used 4 GPUs).
+LORA_DEFAULTS = {
+    "r": 64,
+    "alpha": 16,
+    "dropout": 0.05,
+    "bias": "none",
+    "target_modules": "all-linear",  # every linear layer except lm_head
+}
+HPARAM_DEFAULTS = {
+    "learning_rate": 2e-5,
+    "num_train_epochs": 1,
+    "max_steps": -1,  # -1: train for num_train_epochs
+    "per_device_train_batch_size": 4,
+    "gradient_accumulation_steps": 2,
+    "warmup_ratio": 0.03,
+    "lr_scheduler_type": "cosine",
+    "weight_decay": 0.0,
+    "model_max_length": 2048,
+    "bf16": True,
+    "tf32": True,
+    "gradient_checkpointing": True,
+    "seed": 42,
+    "dtype": "float32",  # weights stay float32; bf16 is mixed precision on top
+    "logging_steps": 1,
+    "save_steps": 500,
+    "save_total_limit": 1,
+    "max_skipped_fraction": 0.01,
+    "trust_remote_code": False,
+    "lora": LORA_DEFAULTS,
+    "deepspeed": None,  # path of a DeepSpeed JSON config
+    "fsdp": None,  # e.g. "full_shard auto_wrap"
+}
+# Keys that do not change the trained weights; a resumed run may differ in them.
+_RESUME_INSENSITIVE = ("logging_steps", "save_steps", "save_total_limit", "max_skipped_fraction")
+
+_NUMBER = (int, float)
+_HPARAM_TYPES = {
+    "learning_rate": _NUMBER,
+    "num_train_epochs": _NUMBER,
+    "max_steps": int,
+    "per_device_train_batch_size": int,
+    "gradient_accumulation_steps": int,
+    "warmup_ratio": _NUMBER,
+    "lr_scheduler_type": str,
+    "weight_decay": _NUMBER,
+    "model_max_length": int,
+    "bf16": bool,
+    "tf32": bool,
+    "gradient_checkpointing": bool,
+    "seed": int,
+    "dtype": str,
+    "logging_steps": int,
+    "save_steps": int,
+    "save_total_limit": (int, type(None)),
+    "max_skipped_fraction": _NUMBER,
+    "trust_remote_code": bool,
+    "lora": dict,
+    "deepspeed": (str, type(None)),
+    "fsdp": (str, type(None)),
+}
+_LORA_TYPES = {
+    "r": int,
+    "alpha": _NUMBER,
+    "dropout": _NUMBER,
+    "bias": str,
+    "target_modules": (str, list),
+}
+_POSITIVE = (
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "model_max_length",
+    "logging_steps",
+    "save_steps",
+)
+
+CHECKPOINTS_SUFFIX = ".checkpoints"
+RUN_SIGNATURE = "run.json"
+TRAINING_INFO = "training_info.json"
+LOSS_CSV = "loss.csv"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged: the logged loss is NaN or infinite."""
+
+
+def _check_types(values: dict, types: dict, where: str) -> None:
+    for key, value in values.items():
+        if key not in types:
+            raise input_error(
+                "--hparams", f"unknown key {where}{key!r}; valid keys: {', '.join(types)}"
+            )
+        expected = types[key]
+        wrong_bool = isinstance(value, bool) and expected in (int, _NUMBER)
+        if wrong_bool or not isinstance(value, expected):
+            names = (
+                expected.__name__
+                if isinstance(expected, type)
+                else "/".join(t.__name__ for t in expected)
+            )
+            raise input_error(
+                "--hparams", f"{where}{key!r} must be {names}, got {json.dumps(value)}"
+            )
+
+
+def resolve_hparams(given: dict | None) -> dict:
+    """Study defaults overridden by `given`; unknown keys and wrong types are InputErrors."""
+    given = dict(given or {})
+    _check_types(given, _HPARAM_TYPES, "")
+    lora = given.pop("lora", {})
+    _check_types(lora, _LORA_TYPES, "lora.")
+    hparams = copy.deepcopy(HPARAM_DEFAULTS)
+    hparams.update(given)
+    hparams["lora"].update(lora)
+
+    def bad(message: str) -> Exception:
+        return input_error("--hparams", message)
+
+    for key in _POSITIVE:
+        if hparams[key] < 1:
+            raise bad(f"{key!r} must be at least 1")
+    if hparams["max_steps"] == 0 or hparams["max_steps"] < -1:
+        raise bad("'max_steps' must be -1 (use epochs) or positive")
+    if not 0 <= hparams["warmup_ratio"] < 1:
+        raise bad("'warmup_ratio' must be in [0, 1)")
+    if not 0 <= hparams["max_skipped_fraction"] <= 1:
+        raise bad("'max_skipped_fraction' must be in [0, 1]")
+    if hparams["dtype"] not in DTYPES:
+        raise bad(f"'dtype' must be one of {', '.join(DTYPES)}")
+    if hparams["lora"]["bias"] not in ("none", "all", "lora_only"):
+        raise bad("'lora.bias' must be none, all or lora_only")
+    target = hparams["lora"]["target_modules"]
+    if isinstance(target, list) and not all(isinstance(name, str) for name in target):
+        raise bad("'lora.target_modules' must be 'all-linear' or a list of module names")
+    return hparams
+
+
+def parse_hparams(text: str) -> dict:
+    """`--hparams` JSON text -> resolved hparams."""
+    try:
+        given = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise input_error("--hparams", f"invalid JSON: {exc}") from None
+    if not isinstance(given, dict):
+        raise input_error("--hparams", "must be a JSON object")
+    return resolve_hparams(given)
+
+
+def checkpoints_dir(output: str | Path) -> Path:
+    output = Path(output)
+    return output.with_name(output.name + CHECKPOINTS_SUFFIX)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Examples:
+    """A map-style dataset over tokenized examples (only what the model consumes)."""
+
+    def __init__(self, examples: list[dict]) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict:
+        example = self.examples[index]
+        return {"input_ids": example["input_ids"], "labels": example["labels"]}
+
+
+class PadCollator:
+    """Right-pad a batch: input_ids with the pad id, labels with -100, attention mask 0."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: Sequence[dict]) -> dict:
+        import torch
+
+        longest = max(len(f["input_ids"]) for f in features)
+        shape = (len(features), longest)
+        input_ids = torch.full(shape, self.pad_token_id, dtype=torch.long)
+        labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros(shape, dtype=torch.long)
+        for row, feature in enumerate(features):
+            n = len(feature["input_ids"])
+            input_ids[row, :n] = torch.tensor(feature["input_ids"], dtype=torch.long)
+            labels[row, :n] = torch.tensor(feature["labels"], dtype=torch.long)
+            attention_mask[row, :n] = 1
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def _callbacks():
+    """Trainer callbacks, built lazily so importing this module stays light."""
+    from transformers import TrainerCallback
+
+    class StopOnNonFiniteLoss(TrainerCallback):
+        """Abort as soon as a logged loss is NaN or infinite (nothing useful comes after)."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"training diverged: loss is {loss} at step {state.global_step}; "
+                    "lower the learning rate or check the data and precision settings"
+                )
+
+    class StderrProgress(TrainerCallback):
+        """One line per logging step on stderr: step, loss, learning rate."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            if "loss" in logs:
+                print(
+                    f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f} "
+                    f"lr {logs.get('learning_rate', float('nan')):.3g}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            elif "train_runtime" in logs:
+                print(
+                    f"done: {state.global_step} steps in {logs['train_runtime']:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    return [StopOnNonFiniteLoss(), StderrProgress()]
+
+
+def _load_model(model_path: str, dtype: str, trust_remote_code: bool):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {
+        "dtype": "auto" if dtype == "auto" else getattr(torch, dtype),
+        "trust_remote_code": trust_remote_code,
+    }
+    try:
+        return AutoModelForCausalLM.from_pretrained(model_path, use_safetensors=True, **kwargs)
+    except OSError:
+        pass  # no safetensors weights: fall back to whatever the checkpoint has
+    try:
+        return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    except OSError as exc:
+        raise input_error(model_path, f"cannot load model: {exc}") from None
+
+
+def _complete_checkpoints(work: Path) -> list[Path]:
+    """Checkpoints whose trainer_state.json was written (the Trainer writes it last)."""
+    found = []
+    for path in work.glob("checkpoint-*"):
+        step = path.name.removeprefix("checkpoint-")
+        if step.isdigit() and (path / "trainer_state.json").is_file():
+            found.append(path)
+    return sorted(found, key=lambda p: int(p.name.removeprefix("checkpoint-")))
+
+
+def _prepare_work_dir(work: Path, signature: dict, resume: str) -> Path | None:
+    """Make the checkpoint directory ready; return the checkpoint to resume from, if any."""
+    signature_file = work / RUN_SIGNATURE
+    if work.exists() and resume == "auto" and signature_file.is_file():
+        previous = json.loads(signature_file.read_text(encoding="utf-8"))
+        if previous != signature:
+            changed = sorted(k for k in signature if previous.get(k) != signature[k])
+            raise input_error(
+                work,
+                f"holds checkpoints of a different run (differs in: {', '.join(changed)}); "
+                "delete it or pass --resume never",
+            )
+        checkpoints = _complete_checkpoints(work)
+        for path in work.iterdir():  # half-written checkpoints and a half-saved result
+            if path.is_dir() and path not in checkpoints:
+                shutil.rmtree(path)
+        return checkpoints[-1] if checkpoints else None
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    write_json(signature_file, signature)
+    return None
+
+
+def _loss_rows(log_history: list[dict]) -> list[dict]:
+    return [
+        {"step": e["step"], "loss": e["loss"], "learning_rate": e.get("learning_rate")}
+        for e in log_history
+        if "loss" in e
+    ]
+
+
+def train(
+    model: str,
+    template: str,
+    method: str,
+    data: str | Path,
+    output: str | Path,
+    hparams: dict | None = None,
+    *,
+    resume: str = "auto",
+    extra_callbacks: Sequence = (),
+) -> dict:
+    """Fine-tune `model` on `data` and write the result to `output`; return training_info.
+
+    `hparams` are overrides of HPARAM_DEFAULTS. `extra_callbacks` are added to the Trainer's.
+    Raises InputError for bad input and NonFiniteLossError when the loss diverges.
+    """
+    import torch
+    import transformers
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+    from transformers.utils import is_torch_tf32_available
+    from transformers.utils import logging as hf_logging
+
+    if method not in METHODS:
+        raise input_error("--method", f"must be one of {', '.join(METHODS)}")
+    if resume not in RESUME_MODES:
+        raise input_error("--resume", f"must be one of {', '.join(RESUME_MODES)}")
+    hp = resolve_hparams(hparams)
+    output = Path(output)
+    work = checkpoints_dir(output)
+    hf_logging.disable_progress_bar()
+
+    # Tokenizer and data first: bad data should fail before a 7B model is loaded.
+    tokenizer, added_tokens = load_tokenizer(
+        model, template, hp["model_max_length"], trust_remote_code=hp["trust_remote_code"]
+    )
+    records = load_records(data)
+    examples, skips = tokenize_records(
+        records, tokenizer, template, hp["model_max_length"], source=data
+    )
+    skipped = sum(skips.values())
+    if not examples:
+        raise input_error(data, f"no trainable record ({skip_summary(skips)})")
+    if skipped > hp["max_skipped_fraction"] * len(records):
+        raise input_error(
+            data,
+            f"{skipped} of {len(records)} records skipped ({skip_summary(skips)}), more than "
+            f"max_skipped_fraction={hp['max_skipped_fraction']}",
+        )
+    if skipped:
+        print(
+            f"skipped {skipped} of {len(records)} records: {skip_summary(skips)}", file=sys.stderr
+        )
+
+    if hp["deepspeed"] and not Path(hp["deepspeed"]).is_file():
+        raise input_error(hp["deepspeed"], "DeepSpeed config file not found", field="deepspeed")
+
+    cuda = torch.cuda.is_available()
+    effective = {
+        "device": "cuda" if cuda else "cpu",
+        "bf16": hp["bf16"] and cuda and torch.cuda.is_bf16_supported(),
+        "tf32": hp["tf32"] and cuda and is_torch_tf32_available(),
+    }
+    for key in ("bf16", "tf32"):
+        if hp[key] and not effective[key]:
+            print(f"{key} is not available on this machine: training without it", file=sys.stderr)
+
+    args = TrainingArguments(
+        output_dir=str(work),
+        per_device_train_batch_size=hp["per_device_train_batch_size"],
+        gradient_accumulation_steps=hp["gradient_accumulation_steps"],
+        num_train_epochs=hp["num_train_epochs"],
+        max_steps=hp["max_steps"],
+        learning_rate=hp["learning_rate"],
+        lr_scheduler_type=hp["lr_scheduler_type"],
+        warmup_steps=hp["warmup_ratio"],  # a float below 1 is a ratio of the total steps
+        weight_decay=hp["weight_decay"],
+        bf16=effective["bf16"],
+        tf32=True if effective["tf32"] else None,
+        activation_checkpointing=hp["gradient_checkpointing"],
+        seed=hp["seed"],
+        logging_steps=hp["logging_steps"],
+        logging_nan_inf_filter=False,  # a NaN loss must be seen, not averaged away
+        save_strategy="steps",
+        save_steps=hp["save_steps"],
+        save_total_limit=hp["save_total_limit"],
+        deepspeed=hp["deepspeed"],
+        fsdp=hp["fsdp"],
+        use_cpu=not cuda,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=True,
+        use_cache=False,
+    )
+    is_main = args.process_index == 0
+    signature = {
+        "model": str(model),
+        "template": template,
+        "method": method,
+        "data_sha256": file_sha256(data),
+        "hparams": {k: v for k, v in hp.items() if k not in _RESUME_INSENSITIVE},
+    }
+    with args.main_process_first(desc="checkpoint directory"):
+        if is_main:
+            resume_from = _prepare_work_dir(work, signature, resume)
+        else:
+            checkpoints = _complete_checkpoints(work)
+            resume_from = checkpoints[-1] if checkpoints and resume == "auto" else None
+    if resume_from:
+        print(f"resuming from {resume_from}", file=sys.stderr)
+
+    transformers.set_seed(hp["seed"])  # LoRA matrices are initialised randomly
+    network = _load_model(model, hp["dtype"], hp["trust_remote_code"])
+    if added_tokens:
+        network.resize_token_embeddings(len(tokenizer))  # new rows: mean of the old ones
+    network.config.use_cache = False
+    if method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = hp["lora"]
+        config = LoraConfig(
+            r=lora["r"],
+            lora_alpha=lora["alpha"],
+            lora_dropout=lora["dropout"],
+            bias=lora["bias"],
+            target_modules=lora["target_modules"],
+            task_type="CAUSAL_LM",
+        )
+        with warnings.catch_warnings():  # peft still asks transformers' deprecated name
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+            network = get_peft_model(network, config)
+        if hp["gradient_checkpointing"]:
+            network.enable_input_require_grads()
+
+    trainer = Trainer(
+        model=network,
+        args=args,
+        train_dataset=_Examples(examples),
+        data_collator=PadCollator(tokenizer.pad_token_id),
+        callbacks=[*_callbacks(), *extra_callbacks],
+    )
+    trainer.remove_callback(PrinterCallback)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except NonFiniteLossError:
+        # Resuming a diverged run would only diverge again: let a rerun start afresh.
+        if is_main:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+
+    final = work / "final"
+    trainer.save_model(str(final))
+    info = provenance(
+        base_model=str(model),
+        template=template,
+        method=method,
+        data=str(data),
+        data_sha256=signature["data_sha256"],
+        hparams=hp,
+        effective=effective | {"world_size": args.world_size},
+        seed=hp["seed"],
+        records=len(records),
+        examples=len(examples),
+        skipped=skips,
+        truncated=sum(ex["truncated"] for ex in examples),
+        trained_tokens=count_trained_tokens(examples),
+        global_step=trainer.state.global_step,
+        epoch=trainer.state.epoch,
+        final_loss=next(
+            (row["loss"] for row in reversed(_loss_rows(trainer.state.log_history))), None
+        ),
+        resumed_from=resume_from.name if resume_from else None,
+    )
+    if is_main:
+        (final / "training_args.bin").unlink(missing_ok=True)  # pickled; the JSON says it all
+        if method == "full":
+            network.config.use_cache = True
+            network.config.save_pretrained(final)
+            tokenizer.save_pretrained(final)
+        write_json(final / TRAINING_INFO, info)
+        with open(final / LOSS_CSV, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["step", "loss", "learning_rate"])
+            writer.writeheader()
+            writer.writerows(_loss_rows(trainer.state.log_history))
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(final, output)
+        shutil.rmtree(work)
+    trainer.accelerator.wait_for_everyone()
+    return info

@@ -1,0 +1,77 @@
+"""Fine-tune a LLaMA-family backbone on LLaVA-format conversations (full or LoRA).
+
+Loss is on assistant tokens only. Hyperparameters default to the study's text-only
+settings; `--hparams` overrides any of them with a JSON object, for example
+`'{"max_steps": 20, "bf16": false, "lora": {"r": 8}}'`. Known keys:
+learning_rate, num_train_epochs, max_steps (-1 = use epochs), per_device_train_batch_size,
+gradient_accumulation_steps, warmup_ratio, lr_scheduler_type, weight_decay,
+model_max_length, bf16, tf32, gradient_checkpointing, seed, dtype
+(float32|bfloat16|float16|auto), logging_steps, save_steps, save_total_limit,
+max_skipped_fraction, trust_remote_code, lora {r, alpha, dropout, bias, target_modules},
+deepspeed (config path), fsdp (e.g. "full_shard auto_wrap").
+
+The output directory appears only when training succeeded; checkpoints live beside it in
+`OUTPUT.checkpoints/` so that the same command, run again after a crash, resumes.
+For several GPUs launch it with `torchrun --nproc_per_node N scripts/train.py ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from sbt.common import cli
+from sbt.templates import TEMPLATE_NAMES
+from sbt.training import METHODS, RESUME_MODES, NonFiniteLossError, parse_hparams, train
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help="backbone: local directory or HF id")
+    parser.add_argument("--template", required=True, choices=TEMPLATE_NAMES)
+    parser.add_argument("--method", required=True, choices=METHODS)
+    parser.add_argument("--data", required=True, help="LLaVA-format JSON (list of records)")
+    parser.add_argument("--output", required=True, help="model or adapter directory to create")
+    parser.add_argument("--hparams", default="{}", help="JSON object of overrides (default {})")
+    parser.add_argument(
+        "--resume",
+        choices=RESUME_MODES,
+        default="auto",
+        help="auto: continue from OUTPUT.checkpoints/ if present; never: start afresh",
+    )
+    return parser.parse_args(argv)
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    hparams = parse_hparams(args.hparams)
+    try:
+        info = train(
+            args.model,
+            args.template,
+            args.method,
+            args.data,
+            args.output,
+            hparams,
+            resume=args.resume,
+        )
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    print(
+        f"wrote {args.output}: {info['global_step']} steps, final loss {info['final_loss']:.4f}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,527 @@
+"""A real one-node SLURM cluster on localhost, for tests of the SLURM executor and profile.
+
+Why a real cluster: the Snakemake SLURM executor talks to `sbatch`, `squeue` and `scontrol`;
+only real daemons show whether our profile's options and resource names are accepted.
+
+The cluster lives entirely in a private temporary directory: its own munge key and socket,
+its own `slurm.conf` (selected with the SLURM_CONF environment variable, never written to
+/etc/slurm), its own state, spool, log and pid files, and free TCP ports. GPUs are
+simulated with GRES backed by two existing character devices, so `--gpus=1` is scheduled
+and the job sees CUDA_VISIBLE_DEVICES=0 on a machine without GPUs.
+
+Use it as a pytest fixture (`slurm_cluster`, session-scoped; make it visible with
+`from slurm_cluster import slurm_cluster_fixture  # noqa: F401`) or as a context manager:
+
+    with running_cluster() as cluster:
+        subprocess.run(["sbatch", "--wrap", "true"], env=cluster.env)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+SLURM_PACKAGES = ("slurm-wlm", "munge")
+REQUIRED_PROGRAMS = (
+    "slurmctld",
+    "slurmd",
+    "munged",
+    "sbatch",
+    "srun",
+    "squeue",
+    "scancel",
+    "sinfo",
+    "scontrol",
+)
+SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+NODE_NAME = "localhost"
+PARTITION = "debug"
+NODE_CPUS = 2
+NODE_GPUS = 2
+MIN_NODE_MEMORY_MB = 16384
+STARTUP_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+# Set to 1 (CI) to turn "SLURM cannot be set up here" from a skip into a test error.
+REQUIRE_ENV_VAR = "SBT_REQUIRE_SLURM"
+
+
+class ClusterUnavailable(RuntimeError):
+    """SLURM cannot be installed or started here; tests that need it are skipped."""
+
+
+def _which(program: str) -> str | None:
+    return shutil.which(program, path=SEARCH_PATH)
+
+
+def _missing_programs() -> list[str]:
+    return [program for program in REQUIRED_PROGRAMS if _which(program) is None]
+
+
+def _pids_of(names: tuple[str, ...]) -> set[int]:
+    """Process ids whose command name is one of `names` (read from /proc, no ps needed)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if (entry / "comm").read_text().strip() in names:
+                pids.add(int(entry.name))
+    return pids
+
+
+def _run_apt(args: list[str], timeout: float) -> None:
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        result = subprocess.run(
+            ["apt-get", "-o", "DPkg::Lock::Timeout=120", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ClusterUnavailable(f"apt-get {args[0]} took over {timeout:.0f} s") from exc
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
+        raise ClusterUnavailable(f"apt-get {args[0]} failed: " + " | ".join(tail))
+
+
+@contextlib.contextmanager
+def _services_kept_stopped() -> Iterator[None]:
+    """Deny service starts from package scripts (policy-rc.d), as in container images.
+
+    Without this, installing the packages on a host with an init system starts the stock
+    munged/slurmctld/slurmd on /etc config, which then answer every SLURM command instead
+    of the test cluster.
+    """
+    policy = Path("/usr/sbin/policy-rc.d")
+    created = False
+    if not policy.exists():
+        policy.write_text("#!/bin/sh\n# temporary: keep package daemons stopped\nexit 101\n")
+        policy.chmod(0o755)
+        created = True
+    try:
+        yield
+    finally:
+        if created:
+            policy.unlink(missing_ok=True)
+
+
+def ensure_slurm_installed() -> None:
+    """Install slurm-wlm and munge with apt-get when the daemons are missing.
+
+    Daemons that the package scripts start anyway (a host whose policy allows it) are
+    stopped again by pid, and a slurm.conf that the install created is removed, so that no
+    SLURM command on this machine waits for a controller that does not run.
+    """
+    if not _missing_programs():
+        return
+    if os.geteuid() != 0:
+        raise ClusterUnavailable(
+            f"SLURM is not installed ({', '.join(_missing_programs())} missing) and "
+            "installing it needs root: apt-get install slurm-wlm munge"
+        )
+    if _which("apt-get") is None:
+        raise ClusterUnavailable("SLURM is not installed and there is no apt-get to install it")
+    system_conf = Path("/etc/slurm/slurm.conf")
+    conf_existed = system_conf.exists()
+    daemons = ("munged", "slurmctld", "slurmd", "slurmdbd")
+    running_before = _pids_of(daemons)
+    with _services_kept_stopped():
+        _run_apt(["update"], timeout=300)
+        _run_apt(
+            [
+                "install",
+                "-y",
+                "--no-install-recommends",
+                "-o",
+                "Dpkg::Options::=--force-confold",
+                "-o",
+                "Dpkg::Options::=--force-confdef",
+                *SLURM_PACKAGES,
+            ],
+            timeout=900,
+        )
+    for pid in _pids_of(daemons) - running_before:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    if system_conf.exists() and not conf_existed:
+        system_conf.unlink()
+    if _missing_programs():
+        raise ClusterUnavailable(
+            f"apt-get installed {' '.join(SLURM_PACKAGES)} but "
+            f"{', '.join(_missing_programs())} is still missing"
+        )
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _memory_mb() -> int:
+    """Memory to announce for the node: what the machine has, minus a margin for the OS.
+
+    At least MIN_NODE_MEMORY_MB, so that the demo's memory requests (sized for real
+    clusters) are accepted on small machines; nothing enforces it here (task/none).
+    """
+    machine_mb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            machine_mb = int(int(line.split()[1]) / 1024 * 0.9)
+    return max(machine_mb, MIN_NODE_MEMORY_MB)
+
+
+def _gpu_device_files() -> str:
+    """Two existing character devices that stand in for GPUs in gres.conf."""
+    if Path("/dev/tty0").exists() and Path("/dev/tty1").exists():
+        return "/dev/tty[0-1]"
+    return "/dev/null,/dev/zero"
+
+
+@dataclass
+class SlurmCluster:
+    """A running cluster: pass `env` to every SLURM client (sbatch, squeue, snakemake)."""
+
+    root: Path
+    conf: Path
+    env: dict[str, str]
+    node: str = NODE_NAME
+    partition: str = PARTITION
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def run(self, *args: str, check: bool = True, timeout: float = 30) -> str:
+        """Run a SLURM client command against this cluster and return its stdout."""
+        result = subprocess.run(
+            list(args), env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(args)} exited {result.returncode}: {result.stderr.strip()}"
+            )
+        return result.stdout
+
+    def log(self, daemon: str = "slurmctld") -> str:
+        """Text of a daemon's log file (slurmctld, slurmd or munged)."""
+        path = self.root / "log" / f"{daemon}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def job_ids(self) -> list[str]:
+        """Ids of all jobs the controller still knows (finished ones stay for MinJobAge)."""
+        return self.run("squeue", "--states=all", "--noheader", "--format=%i").split()
+
+    def job_states(self) -> dict[str, str]:
+        """Job id -> state (PENDING, RUNNING, COMPLETED, FAILED, ...) for all known jobs."""
+        out = self.run("squeue", "--states=all", "--noheader", "--format=%i|%T")
+        return dict(line.split("|", 1) for line in out.split())
+
+    def show_job(self, job_id: str) -> dict[str, str]:
+        """`scontrol show job` as a dict of its KEY=VALUE fields."""
+        out = self.run("scontrol", "--oneliner", "show", "job", str(job_id))
+        fields = {}
+        for token in out.split():
+            key, sep, value = token.partition("=")
+            if sep:
+                fields[key] = value
+        return fields
+
+    def wait_for_job(self, job_id: str, timeout: float = 30) -> str:
+        """Wait until a job has left the queue; return its final state."""
+        deadline = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            state = self.job_states().get(str(job_id), "")
+            if state and state not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
+                return state
+            time.sleep(0.2)
+        raise TimeoutError(f"job {job_id} still {state or 'unknown'} after {timeout} s")
+
+    def diagnostics(self) -> str:
+        """Log tails of all daemons, for assertion messages.
+
+        Includes what each daemon printed itself: configuration errors appear there, before
+        its log file is opened.
+        """
+        parts = []
+        for daemon in ("slurmctld", "slurmd", "munged"):
+            for path in (
+                self.root / "log" / f"{daemon}.stdout",
+                self.root / "log" / f"{daemon}.log",
+            ):
+                if path.exists() and path.stat().st_size:
+                    lines = path.read_text(errors="replace").splitlines()[-25:]
+                    parts.append(f"--- {path.name} (tail) ---\n" + "\n".join(lines))
+        return "\n".join(parts)
+
+
+def write_config(root: Path) -> Path:
+    """Write slurm.conf, gres.conf and cgroup.conf under root; return the slurm.conf path."""
+    ctld_port, slurmd_port = _free_ports(2)
+    for sub in ("state", "spool", "log", "run"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    conf = root / "slurm.conf"
+    settings = {
+        "ClusterName": "sbt-test",
+        "SlurmctldHost": f"{NODE_NAME}(127.0.0.1)",
+        "SlurmctldPort": ctld_port,
+        "SlurmdPort": slurmd_port,
+        "SlurmUser": "root",
+        "SlurmdUser": "root",
+        "AuthType": "auth/munge",
+        "CredType": "cred/munge",
+        "AuthInfo": f"socket={root / 'munge' / 'munge.socket'}",
+        "StateSaveLocation": root / "state",
+        "SlurmdSpoolDir": root / "spool",
+        "SlurmctldPidFile": root / "run" / "slurmctld.pid",
+        "SlurmdPidFile": root / "run" / "slurmd.pid",
+        "SlurmctldLogFile": root / "log" / "slurmctld.log",
+        "SlurmdLogFile": root / "log" / "slurmd.log",
+        "SlurmctldDebug": "info",
+        "SlurmdDebug": "info",
+        "ProctrackType": "proctrack/linuxproc",
+        "TaskPlugin": "task/none",
+        "JobAcctGatherType": "jobacct_gather/none",
+        "AccountingStorageType": "accounting_storage/none",
+        "JobCompType": "jobcomp/none",
+        "MpiDefault": "none",
+        "SelectType": "select/cons_tres",
+        "SelectTypeParameters": "CR_Core_Memory",
+        "SchedulerType": "sched/backfill",
+        # Start jobs as soon as they are submitted (default waits for the next 2 s cycle).
+        "SchedulerParameters": "sched_min_interval=0",
+        # Jobs without --mem would otherwise claim the whole node and run one at a time.
+        "DefMemPerCPU": 512,
+        "GresTypes": "gpu",
+        # Trust the node line below instead of the hardware: CI machines differ.
+        "SlurmdParameters": "config_overrides",
+        "ReturnToService": 2,
+        "MinJobAge": 300,
+        "KillWait": 2,
+        "InactiveLimit": 0,
+        "Waittime": 0,
+    }
+    lines = [f"{key}={value}" for key, value in settings.items()]
+    lines.append(
+        f"NodeName={NODE_NAME} NodeAddr=127.0.0.1 CPUs={NODE_CPUS} "
+        f"RealMemory={_memory_mb()} Gres=gpu:{NODE_GPUS} State=UNKNOWN"
+    )
+    lines.append(
+        f"PartitionName={PARTITION} Nodes={NODE_NAME} Default=YES MaxTime=INFINITE State=UP"
+    )
+    conf.write_text("\n".join(lines) + "\n")
+    (root / "gres.conf").write_text(f"NodeName={NODE_NAME} Name=gpu File={_gpu_device_files()}\n")
+    (root / "cgroup.conf").write_text("CgroupPlugin=autodetect\nIgnoreSystemd=yes\n")
+    return conf
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the test process dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _start(name: str, argv: list[str], root: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start a daemon in the foreground (-D/-F) as our own child, so we hold its pid."""
+    with open(root / "log" / f"{name}.stdout", "wb") as out:
+        return subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches pytest, which then stops us in order
+            preexec_fn=_die_with_parent,
+        )
+
+
+def _wait_until(predicate, timeout: float, what: str, cluster: SlurmCluster) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, process in cluster.processes.items():
+            if process.poll() is not None:
+                raise ClusterUnavailable(
+                    f"{name} exited with {process.returncode} while waiting for {what}\n"
+                    + cluster.diagnostics()
+                )
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise ClusterUnavailable(
+        f"timed out after {timeout} s waiting for {what}\n" + cluster.diagnostics()
+    )
+
+
+def _write_srun_wrapper(root: Path, conf: Path) -> Path:
+    """A `srun` that finds our slurm.conf even when SLURM_CONF was removed from its env.
+
+    The executor's job step (snakemake-executor-plugin-slurm-jobstep 0.6.1) drops every
+    SLURM_* variable except job identity before calling `srun`, SLURM_CONF included. On a
+    real cluster srun then reads /etc/slurm/slurm.conf; here that file must not exist, so
+    this wrapper, first on the jobs' PATH, restores the setting.
+    """
+    bin_dir = root / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    wrapper = bin_dir / "srun"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'SLURM_CONF="${{SLURM_CONF:-{conf}}}"\n'
+        "export SLURM_CONF\n"
+        f'exec {_which("srun")} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return bin_dir
+
+
+def _client_env(conf: Path, bin_dir: Path) -> dict[str, str]:
+    """This process's environment without SLURM job variables, pointed at our slurm.conf."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+    env["SLURM_CONF"] = str(conf)
+    env["PATH"] = os.pathsep.join([str(bin_dir), SEARCH_PATH])
+    return env
+
+
+def _node_state(cluster: SlurmCluster) -> str:
+    result = subprocess.run(
+        ["sinfo", "--noheader", "--Node", "--format=%T"],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
+def _start_daemons(cluster: SlurmCluster) -> None:
+    root, env = cluster.root, cluster.env
+    munge_dir = root / "munge"
+    munge_dir.mkdir(mode=0o700)
+    key = munge_dir / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o600)
+    socket_path = munge_dir / "munge.socket"
+    cluster.processes["munged"] = _start(
+        "munged",
+        [
+            _which("munged"),
+            "--foreground",
+            "--force",
+            f"--socket={socket_path}",
+            f"--key-file={key}",
+            f"--pid-file={root / 'run' / 'munged.pid'}",
+            f"--log-file={root / 'log' / 'munged.log'}",
+            f"--seed-file={munge_dir / 'munged.seed'}",
+        ],
+        root,
+        env,
+    )
+    _wait_until(socket_path.exists, STARTUP_TIMEOUT_S, "the munge socket", cluster)
+    cluster.processes["slurmctld"] = _start(
+        "slurmctld", [_which("slurmctld"), "-D", "-i", "-f", str(cluster.conf)], root, env
+    )
+    cluster.processes["slurmd"] = _start(
+        "slurmd", [_which("slurmd"), "-D", "-N", NODE_NAME, "-f", str(cluster.conf)], root, env
+    )
+    _wait_until(
+        lambda: _node_state(cluster) == "idle", STARTUP_TIMEOUT_S, "the node to be idle", cluster
+    )
+
+
+def _cancel_all_jobs(cluster: SlurmCluster) -> None:
+    with contextlib.suppress(Exception):
+        active = [
+            job_id
+            for job_id, state in cluster.job_states().items()
+            if state in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED")
+        ]
+        if active:
+            cluster.run("scancel", *active, check=False)
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while time.monotonic() < deadline and any(
+                state in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING")
+                for state in cluster.job_states().values()
+            ):
+                time.sleep(0.2)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=STOP_TIMEOUT_S)
+
+
+@contextlib.contextmanager
+def running_cluster() -> Iterator[SlurmCluster]:
+    """Install if needed, start munged + slurmctld + slurmd, yield, then stop exactly them."""
+    ensure_slurm_installed()
+    root = Path(tempfile.mkdtemp(prefix="sbt-slurm-"))  # short: the munge socket path is limited
+    conf = write_config(root)
+    cluster = SlurmCluster(
+        root=root, conf=conf, env=_client_env(conf, _write_srun_wrapper(root, conf))
+    )
+    try:
+        _start_daemons(cluster)
+        yield cluster
+    finally:
+        if "slurmctld" in cluster.processes:
+            _cancel_all_jobs(cluster)
+        for name in ("slurmd", "slurmctld", "munged"):
+            if name in cluster.processes:
+                _stop(cluster.processes[name])
+        shutil.rmtree(root, ignore_errors=True)
+
+
+_shared: dict[str, object] = {"stack": None, "cluster": None, "users": 0}
+
+
+@pytest.fixture(scope="session", name="slurm_cluster")
+def slurm_cluster_fixture() -> Iterator[SlurmCluster]:
+    """One cluster per test session; skips the test when SLURM cannot be set up here.
+
+    Shared through a module-level slot so that importing this fixture both in conftest.py
+    and in a test module still starts only one cluster.
+    """
+    if _shared["cluster"] is None:
+        stack = contextlib.ExitStack()
+        try:
+            _shared["cluster"] = stack.enter_context(running_cluster())
+        except ClusterUnavailable as exc:
+            stack.close()
+            if os.environ.get(REQUIRE_ENV_VAR) == "1":
+                pytest.fail(f"no SLURM cluster ({REQUIRE_ENV_VAR}=1): {exc}", pytrace=False)
+            pytest.skip(f"no SLURM cluster: {exc}")
+        _shared["stack"] = stack
+    _shared["users"] += 1
+    try:
+        yield _shared["cluster"]
+    finally:
+        _shared["users"] -= 1
+        if _shared["users"] == 0:
+            stack = _shared["stack"]
+            _shared.update(stack=None, cluster=None)
+            stack.close()

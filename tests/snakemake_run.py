@@ -1,0 +1,73 @@
+"""Run real `snakemake` on a temporary copy of the repository (shared by workflow tests)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COPIED = ("workflow", "scripts", "config", "profiles", "resources", "envs", "requirements.txt")
+
+
+def copy_repo(dest: Path) -> Path:
+    """The files a user's clone holds that the workflow reads (no results, no venv)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def snakemake(
+    workdir: Path, *args: str, env: dict | None = None, timeout: float = 1800
+) -> subprocess.CompletedProcess:
+    """Run snakemake from this test's Python environment; never raises on failure."""
+    full_env = dict(os.environ)
+    full_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full_env['PATH']}"
+    full_env.setdefault("OMP_NUM_THREADS", "1")
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def output_of(proc: subprocess.CompletedProcess) -> str:
+    return proc.stdout + proc.stderr
+
+
+def planned_jobs(proc: subprocess.CompletedProcess) -> Counter:
+    """Rule -> job count from a dry run's 'Job stats' table (empty when nothing to do)."""
+    counts: Counter = Counter()
+    text = output_of(proc)
+    if "Job stats:" not in text:
+        return counts
+    table = text.split("Job stats:", 1)[1]
+    for line in table.splitlines()[3:]:
+        match = re.fullmatch(r"(\S+)\s+(\d+)", line.strip())
+        if not match:
+            break
+        if match.group(1) not in ("total", "all"):
+            counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def write_config(workdir: Path, name: str, overrides: dict) -> str:
+    """A config file beside the demo's, merged over it by `--configfile A B`."""
+    path = workdir / "config" / name
+    path.write_text(yaml.safe_dump(overrides, sort_keys=False))
+    return f"config/{name}"

@@ -1,0 +1,62 @@
+"""A config mistake stops `snakemake` with one line naming the key, before any job runs."""
+
+from __future__ import annotations
+
+import pytest
+from snakemake_run import copy_repo, output_of, snakemake, write_config
+
+pytestmark = pytest.mark.workflow
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return copy_repo(tmp_path_factory.mktemp("config_checks"))
+
+
+def dry_run(workdir, overrides):
+    extra = write_config(workdir, "bad.yaml", overrides)
+    return snakemake(workdir, "-n", "--configfile", "config/config.yaml", extra, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            {"backbones": {"tiny-llama2": {"template": "llama2"}}},
+            "backbones.tiny-llama2.template: unknown template 'llama2'",
+        ),
+        ({"backbones": {"no-model": {"template": "v1"}}}, "'model' is a required property"),
+        ({"backbones": {"tiny-llama2": {"methods": ["qlora"]}}}, "'qlora' is not one of"),
+        ({"training": {"full": {"learning_rate": -1.0}}}, "-1.0 is less than or equal to"),
+        ({"benchmarks": {"empty": {"num_fewshot": 0}}}, "'tasks' is a required property"),
+        (
+            {"data": {"missing": {"sources": ["resources/nowhere.json"]}}},
+            "data.missing.sources[0]: file 'resources/nowhere.json' does not exist",
+        ),
+        ({"backbones": {"bad/name": {"model": "tiny", "template": "v1"}}}, "bad/name"),
+        ({"training": {"full": {"learnig_rate": 0.1}}}, "learnig_rate"),
+    ],
+    ids=[
+        "unknown-template",
+        "backbone-without-model",
+        "unknown-method",
+        "negative-learning-rate",
+        "benchmark-without-task",
+        "missing-data-source",
+        "name-with-slash",
+        "misspelt-key",
+    ],
+)
+def test_bad_config_stops_before_any_job(workdir, overrides, expected):
+    proc = dry_run(workdir, overrides)
+    text = output_of(proc)
+    assert proc.returncode != 0
+    assert expected in text, text[-3000:]
+    assert "Job stats" not in text  # nothing was planned, let alone run
+    assert not (workdir / "results").exists()
+
+
+def test_demo_and_paper_configs_are_valid(workdir):
+    for configfile in ("config/config.yaml", "config/paper.yaml"):
+        proc = snakemake(workdir, "-n", "--configfile", configfile, timeout=120)
+        assert proc.returncode == 0, output_of(proc)[-3000:]
