@@ -23,7 +23,14 @@ import sys
 import time
 from pathlib import Path
 
-from sbt.common import atomic_path, cli, input_error, provenance, write_json
+from sbt.common import (
+    atomic_path,
+    cli,
+    input_error,
+    provenance,
+    unshadow_scripts_dir,
+    write_json,
+)
 from sbt.lmeval_tasks import (
     DEFAULT_BOOTSTRAP_ITERS,
     check_declared_metrics,
@@ -43,10 +50,7 @@ from sbt.lmeval_tasks import (
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 if __name__ == "__main__":
-    # This file shares its name with Hugging Face's `evaluate` package, which some lm-eval
-    # tasks import (squadv2); run as a script, its folder must not shadow that package.
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+    unshadow_scripts_dir(__file__)
 
 
 def log(message: str) -> None:

@@ -35,6 +35,14 @@ def dry_run(workdir, overrides):
         ),
         ({"backbones": {"bad/name": {"model": "tiny", "template": "v1"}}}, "bad/name"),
         ({"training": {"full": {"learnig_rate": 0.1}}}, "learnig_rate"),
+        (
+            {"data": {"outside": {"sources": ["../outside/llava.json"]}}},
+            "data.outside.sources[0]: relative path '../outside/llava.json' leaves the working",
+        ),
+        (
+            {"benchmarks": {"ethics_cm": {"data_files": {"test": "resources/none.jsonl"}}}},
+            "benchmarks.ethics_cm.data_files.test: file 'resources/none.jsonl' does not exist",
+        ),
     ],
     ids=[
         "unknown-template",
@@ -45,6 +53,8 @@ def dry_run(workdir, overrides):
         "missing-data-source",
         "name-with-slash",
         "misspelt-key",
+        "path-escapes-workdir",
+        "missing-benchmark-file",
     ],
 )
 def test_bad_config_stops_before_any_job(workdir, overrides, expected):
@@ -60,3 +70,12 @@ def test_demo_and_paper_configs_are_valid(workdir):
     for configfile in ("config/config.yaml", "config/paper.yaml"):
         proc = snakemake(workdir, "-n", "--configfile", configfile, timeout=120)
         assert proc.returncode == 0, output_of(proc)[-3000:]
+
+
+def test_paper_dry_run_prints_the_disk_estimate_and_keeps_remote_code_off(workdir):
+    proc = snakemake(workdir, "-n", "-p", "--configfile", "config/paper.yaml", timeout=120)
+    text = output_of(proc)
+    # 6 full fine-tunes in bf16 (4 x 7B + 2 x 3B) and 4 LoRA adapters
+    assert "Disk estimate: 6 full models + 4 LoRA adapters = 69.6 GB" in text
+    assert "--trust-remote-code" not in text
+    assert '"trust_remote_code": false' in text

@@ -99,3 +99,11 @@ def test_learning_rate_change_reruns_only_that_backbone(demo_run):
     proc = run_ok(demo_run, "-n", "--configfile", "config/config.yaml", extra)
     assert planned_jobs(proc) == {"train": 1, "evaluate_run": N_BENCHMARKS, "aggregate": 1}
     assert "results/models/tiny-vicuna/textonly_demo/full" in output_of(proc)
+
+
+def test_html_report_holds_tables_and_plots(demo_run):
+    run_ok(demo_run, "--report", "results/report.html")
+    html = (demo_run / "results/report.html").read_text(errors="replace")
+    assert "summary.csv" in html
+    assert "truthfulqa.png" in html and "ethics.png" in html
+    assert "benchmark family <strong>ethics</strong>" in html

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 SCRIPTS = Path(workflow.basedir).parent / "scripts"
@@ -15,12 +16,25 @@ SCRIPTS = Path(workflow.basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 from sbt.templates import TEMPLATES  # noqa: E402
 from sbt.training import HPARAM_DEFAULTS, LORA_DEFAULTS  # noqa: E402
+from prefetch_benchmarks import (
+    ETHICS_SPLITS,
+    ETHICS_SUBSETS,
+    ethics_file_name,
+)  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")
 
 # GPUs per training job: a launch setting (the study used 4), not a Trainer argument.
 STUDY_NUM_GPUS = 4
 RESULTS = "results"
+# What the local rule prefetch_benchmarks writes (on a machine with network).
+PREFETCH_DIR = "resources/benchmarks"
+PREFETCH_MANIFEST = f"{PREFETCH_DIR}/manifest.json"
+PREFETCHED_ETHICS = [
+    f"{PREFETCH_DIR}/ethics/{ethics_file_name(subset, split)}"
+    for subset in ETHICS_SUBSETS
+    for split in ETHICS_SPLITS
+]
 EXTERNAL = "external"  # path part of released checkpoints' results
 
 
@@ -41,18 +55,29 @@ SOURCE_URLS = {
 }
 
 
+def check_path(key, path):
+    """Relative paths stay inside the working directory; leaving it takes an absolute path."""
+    if not Path(path).is_absolute() and ".." in Path(path).parts:
+        config_error(
+            key,
+            f"relative path {path!r} leaves the working directory; use an absolute path if intended",
+        )
+
+
 def check_config():
     """Checks JSON Schema cannot express: names that refer to each other, files that must exist."""
     for name, variant in config["data"].items():
         if variant["url"] and len(variant["sources"]) != 1:
             config_error(f"data.{name}.url", "a url needs exactly one file in sources")
         for i, source in enumerate(variant["sources"]):
+            check_path(f"data.{name}.sources[{i}]", source)
             if not Path(source).exists() and not variant.get("url"):
                 config_error(
                     f"data.{name}.sources[{i}]",
                     f"file {source!r} does not exist (and no url to prefetch it from)",
                 )
     for name, backbone in config["backbones"].items():
+        check_path(f"backbones.{name}.model", backbone["model"])
         if backbone["template"] not in TEMPLATES:
             config_error(
                 f"backbones.{name}.template",
@@ -69,7 +94,16 @@ def check_config():
                     f"backbones.{name}.methods",
                     f"method {method!r} has no settings under training.{method}",
                 )
+    for name, bench in config["benchmarks"].items():
+        for split, path in bench.get("data_files", {}).items():
+            check_path(f"benchmarks.{name}.data_files.{split}", path)
+            if not Path(path).exists() and path not in PREFETCHED_ETHICS:
+                config_error(
+                    f"benchmarks.{name}.data_files.{split}",
+                    f"file {path!r} does not exist (nor is it written by prefetch_benchmarks)",
+                )
     for name, checkpoint in config["external"].items():
+        check_path(f"external.{name}.model", checkpoint["model"])
         group = checkpoint.get("backbone")
         if group is not None and group not in config["backbones"]:
             config_error(f"external.{name}.backbone", f"unknown backbone {group!r}")
@@ -286,10 +320,24 @@ def eval_inputs(wildcards):
         inputs["model"] = model
     if adapter and adapter.startswith(f"{RESULTS}/"):
         inputs["adapter"] = adapter
-    inputs["data_files"] = list(
-        benchmark(wildcards.benchmark).get("data_files", {}).values()
+    data_files = benchmark(wildcards.benchmark).get("data_files")
+    # Without local files the job reads the HF cache that prefetch_benchmarks filled.
+    inputs["data_files"] = (
+        list(data_files.values()) if data_files else [PREFETCH_MANIFEST]
     )
     return inputs
+
+
+def hub_benchmark_tasks():
+    """lm-eval tasks of the benchmarks that have no local files (cached by prefetch)."""
+    return sorted(
+        {
+            task
+            for bench in config["benchmarks"].values()
+            if not bench.get("data_files")
+            for task in bench["tasks"]
+        }
+    )
 
 
 def eval_args(wildcards):
@@ -312,6 +360,11 @@ def eval_args(wildcards):
     args += ["--batch-size", str(batch_size)]
     args += ["--seed", str(config["evaluation"]["seed"])]
     args += ["--device", config["evaluation"]["device"]]
+    if (
+        not hasattr(wildcards, "checkpoint")
+        and config["backbones"][wildcards.backbone]["trust_remote_code"]
+    ):
+        args.append("--trust-remote-code")
     args += ["--run-info", json.dumps(run_info(wildcards), sort_keys=True)]
     return args
 
@@ -344,3 +397,37 @@ def eval_mem_mb(wildcards, attempt):
 
 def eval_runtime(wildcards, attempt):
     return int((20 + 15 * eval_model(wildcards)[3]) * attempt)
+
+
+# ---------------------------------------------------------------- disk
+
+
+BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2, "auto": 2}
+
+
+def disk_estimate():
+    """Rough disk the grid's model outputs need, so nobody finds out from a full quota.
+
+    Full fine-tunes are saved in the backbone's dtype; a LoRA adapter is about 2% of its
+    base at the study's r=64 on every linear layer; a resumable checkpoint (weights plus
+    Adam state, float32) needs about 16 bytes per trained parameter while its job runs.
+    """
+    gb = 1e9
+    models = checkpoints = 0.0
+    counts = {"full": 0, "lora": 0}
+    for backbone, _, method in trained_runs():
+        params = size_b(backbone) * 1e9
+        per_param = BYTES_PER_PARAM[config["backbones"][backbone]["dtype"]]
+        trained = params if method == "full" else params * 0.02
+        models += params * per_param if method == "full" else trained * 4
+        checkpoints = max(checkpoints, trained * 16)
+        counts[method] += 1
+    return (
+        f"Disk estimate: {counts['full']} full models + {counts['lora']} LoRA adapters"
+        f" = {models / gb:.1f} GB under {RESULTS}/models; up to {checkpoints / gb:.1f} GB"
+        " more per training job while it runs (resumable checkpoint, deleted after success)."
+    )
+
+
+if workflow.is_main_process:
+    logger.info(disk_estimate())

@@ -39,3 +39,25 @@ use rule evaluate_base as evaluate_external with:
         f"logs/evaluate/{EXTERNAL}/{{checkpoint}}/{{benchmark}}.log",
     benchmark:
         f"benchmarks/evaluate/{EXTERNAL}/{{checkpoint}}/{{benchmark}}.tsv"
+
+
+rule prefetch_benchmarks:
+    """On a machine with network: ETHICS as local files, other benchmarks into the HF cache."""
+    output:
+        ethics=PREFETCHED_ETHICS,
+        manifest=PREFETCH_MANIFEST,
+    log:
+        "logs/prefetch_benchmarks.log",
+    benchmark:
+        "benchmarks/prefetch_benchmarks.tsv"
+    localrule: True
+    conda:
+        "../../envs/workflow.yaml"
+    params:
+        script=script("prefetch_benchmarks.py"),
+        ethics_dir=lambda wildcards, output: os.path.dirname(output.ethics[0]),
+        hub_tasks=hub_benchmark_tasks(),
+    shell:
+        "HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 python {params.script}"
+        " --ethics-dir {params.ethics_dir:q} --hub-tasks {params.hub_tasks}"
+        " --manifest {output.manifest:q} 2> {log:q}"

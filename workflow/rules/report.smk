@@ -17,6 +17,7 @@ rule aggregate:
             patterns=["{family}.png"],
             caption="../report/plots.rst",
             category="Plots",
+            labels={"benchmark family": "{family}"},
         ),
     log:
         "logs/aggregate.log",
