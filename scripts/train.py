@@ -66,10 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
-    print(
-        f"wrote {args.output}: {info['global_step']} steps, final loss {info['final_loss']:.4f}",
-        file=sys.stderr,
-    )
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: one line, not one per process
+        print(
+            f"wrote {args.output}: {info['global_step']} steps, final loss {info['final_loss']:.4f}",
+            file=sys.stderr,
+        )
     return 0
 
 

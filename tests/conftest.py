@@ -28,6 +28,7 @@ import json  # noqa: E402
 
 import pytest  # noqa: E402
 from slurm_cluster import slurm_cluster_fixture  # noqa: E402, F401
+from snakemake_run import demo_run  # noqa: E402, F401
 
 CHATML_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"

@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,3 +72,18 @@ def write_config(workdir: Path, name: str, overrides: dict) -> str:
     path = workdir / "config" / name
     path.write_text(yaml.safe_dump(overrides, sort_keys=False))
     return f"config/{name}"
+
+
+def run_ok(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    proc = snakemake(workdir, *args)
+    if proc.returncode != 0:
+        pytest.fail(f"snakemake {' '.join(args)} failed:\n{output_of(proc)[-10000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """One complete demo run (the local profile), shared by the workflow-level tests."""
+    workdir = copy_repo(tmp_path_factory.mktemp("demo"))
+    run_ok(workdir, "--profile", "profiles/local", "--cores", "2")
+    return workdir

@@ -10,27 +10,12 @@ import csv
 from pathlib import Path
 
 import pytest
-from snakemake_run import copy_repo, output_of, planned_jobs, snakemake, write_config
+from snakemake_run import output_of, planned_jobs, run_ok, write_config
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 BACKBONES = ("tiny-llama2", "tiny-vicuna")
 N_BENCHMARKS = 6
-
-
-def run_ok(workdir: Path, *args: str):
-    proc = snakemake(workdir, *args)
-    if proc.returncode != 0:
-        pytest.fail(f"snakemake {' '.join(args)} failed:\n{output_of(proc)[-10000:]}")
-    return proc
-
-
-@pytest.fixture(scope="session")
-def demo_run(tmp_path_factory) -> Path:
-    """One complete demo run, shared by the tests that inspect its outputs."""
-    workdir = copy_repo(tmp_path_factory.mktemp("demo"))
-    run_ok(workdir, "--profile", "profiles/local", "--cores", "2")
-    return workdir
 
 
 def read_summary(workdir: Path) -> list[dict[str, str]]:

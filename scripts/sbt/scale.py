@@ -24,13 +24,13 @@ def decoder_layer_classes(model: str, *, trust_remote_code: bool = False) -> lis
         config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise input_error(model, f"cannot read the model config: {exc}") from None
-    model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config))
+    model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
     if model_class is None:
         return []
     return list(getattr(model_class, "_no_split_modules", None) or [])
 
 
-def fsdp_config(
+def fsdp_config_for(
     model: str, *, gradient_checkpointing: bool, trust_remote_code: bool = False
 ) -> dict:
     """The Trainer's `fsdp_config` for `fsdp="full_shard auto_wrap"` on `model`.

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import csv
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -34,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sbt.common import input_error, provenance, write_json
+from sbt.scale import fsdp_config_for
 from sbt.tokenize_chat import (
     IGNORE_INDEX,
     count_trained_tokens,
@@ -396,6 +398,19 @@ def train(
 
     if hp["deepspeed"] and not Path(hp["deepspeed"]).is_file():
         raise input_error(hp["deepspeed"], "DeepSpeed config file not found", field="deepspeed")
+    if hp["deepspeed"] and importlib.util.find_spec("deepspeed") is None:
+        raise input_error(
+            hp["deepspeed"], "needs DeepSpeed (pip install deepspeed)", field="deepspeed"
+        )
+    fsdp_config = (
+        fsdp_config_for(
+            model,
+            gradient_checkpointing=hp["gradient_checkpointing"],
+            trust_remote_code=hp["trust_remote_code"],
+        )
+        if hp["fsdp"]
+        else None
+    )
 
     cuda = torch.cuda.is_available()
     effective = {
@@ -419,7 +434,7 @@ def train(
         weight_decay=hp["weight_decay"],
         bf16=effective["bf16"],
         tf32=True if effective["tf32"] else None,
-        activation_checkpointing=hp["gradient_checkpointing"],
+        activation_checkpointing=hp["gradient_checkpointing"] and not fsdp_config,  # FSDP does it
         seed=hp["seed"],
         logging_steps=hp["logging_steps"],
         logging_nan_inf_filter=False,  # a NaN loss must be seen, not averaged away
@@ -428,6 +443,7 @@ def train(
         save_total_limit=hp["save_total_limit"],
         deepspeed=hp["deepspeed"],
         fsdp=hp["fsdp"],
+        fsdp_config=dict(fsdp_config) if fsdp_config else None,
         use_cpu=not cuda,
         dataloader_num_workers=0,
         remove_unused_columns=False,
@@ -435,6 +451,10 @@ def train(
         disable_tqdm=True,
         use_cache=False,
     )
+    if fsdp_config and args.parallel_mode.value != "distributed":  # the Trainer would crash later
+        raise input_error(
+            "--hparams", "needs a distributed launch: torchrun --nproc_per_node=N", field="fsdp"
+        )
     is_main = args.process_index == 0
     signature = {
         "model": str(model),
@@ -500,7 +520,12 @@ def train(
         data=str(data),
         data_sha256=signature["data_sha256"],
         hparams=hp,
-        effective=effective | {"world_size": args.world_size},
+        effective=effective
+        | {
+            "world_size": args.world_size,
+            "distributed": trainer.accelerator.distributed_type.value,
+            "fsdp_config": fsdp_config,
+        },
         seed=hp["seed"],
         records=len(records),
         examples=len(examples),
