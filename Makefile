@@ -49,3 +49,10 @@ paper-dry-run: setup
 
 clean:
 	rm -rf results logs benchmarks .snakemake
+
+# On a machine with one NVIDIA GPU and a CUDA build of torch (not the CPU-only .venv):
+# 1B full fine-tuning (FSDP) and 7B LoRA for a few steps; step time, tokens/s, memory, MFU.
+GPU_PYTHON ?= python3
+.PHONY: gpu-check
+gpu-check:
+	PYTHON=$(GPU_PYTHON) bash scripts/gpu_check.sh

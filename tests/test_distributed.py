@@ -22,7 +22,12 @@ import torch
 from safetensors.torch import load_file
 from sbt.training import train
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        torch.cuda.is_available(), reason="compares CPU runs (gloo); GPUs: scripts/gpu_check.sh"
+    ),
+]
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
 WORLD_SIZE = 2

@@ -265,11 +265,19 @@ def num_gpus(backbone, method):
 
 
 def train_launcher(wildcards, resources):
-    """One process per granted GPU; torchrun only when there is more than one."""
+    """One process per granted GPU through torchrun; FSDP and DeepSpeed need torchrun even
+    on one GPU. Plain python for a single process on a CPU or one GPU."""
     gpus = int(resources.gpu)
-    if gpus > 1:
+    settings = hparams(wildcards.backbone, wildcards.method)
+    if gpus > 1 or (gpus == 1 and (settings["fsdp"] or settings["deepspeed"])):
         return f"torchrun --standalone --nproc_per_node={gpus}"
     return "python"
+
+
+def deepspeed_config(wildcards):
+    """The DeepSpeed JSON is an input, so editing it reruns the runs that use it."""
+    path = hparams(wildcards.backbone, wildcards.method)["deepspeed"]
+    return {"deepspeed": path} if path else {}
 
 
 def size_b(backbone):

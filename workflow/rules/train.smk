@@ -30,6 +30,7 @@ rule train:
     """Fine-tune one backbone on one data variant with one method (full or lora)."""
     input:
         unpack(backbone_inputs),
+        unpack(deepspeed_config),
         data=f"{RESULTS}/data/{{data}}.json",
     output:
         directory(f"{RESULTS}/models/{{backbone}}/{{data}}/{{method}}"),

@@ -1,0 +1,166 @@
+"""Multi-GPU settings: DeepSpeed configs, FSDP wrapping, and how the workflow launches them.
+
+GPUs are not needed: these check what the Trainer is handed (and what it makes of it) and
+the exact command the study's config would run on a cluster.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shlex
+
+import pytest
+import yaml
+from sbt.common import InputError
+from sbt.scale import decoder_layer_classes, fsdp_config_for
+from sbt.training import checkpoints_dir, parse_hparams, train
+from snakemake_run import REPO, copy_repo, output_of, snakemake
+
+DEEPSPEED_DIR = REPO / "config" / "deepspeed"
+HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
+NO_DEEPSPEED = "deepspeed is not installed here (it is needed only on GPU nodes)"
+# What the Trainer fills in for "auto": batch sizes, accumulation, clipping, precision.
+AUTO_KEYS = (
+    "train_micro_batch_size_per_gpu",
+    "train_batch_size",
+    "gradient_accumulation_steps",
+    "gradient_clipping",
+)
+
+
+@pytest.mark.parametrize(("name", "stage"), [("zero2.json", 2), ("zero3.json", 3)])
+def test_deepspeed_configs_leave_the_recipe_to_the_trainer(name, stage):
+    config = json.loads((DEEPSPEED_DIR / name).read_text())
+    assert config["zero_optimization"]["stage"] == stage
+    for key in AUTO_KEYS:
+        assert config[key] == "auto", key
+    assert config["bf16"]["enabled"] == "auto" and config["fp16"]["enabled"] == "auto"
+    # No optimizer or scheduler of its own: the learning rate, warmup and cosine schedule
+    # of the hparams must apply (an own section would silently override them).
+    for section in ("optimizer", "scheduler"):
+        params = config.get(section, {}).get("params", {})
+        assert all(value == "auto" for value in params.values()), section
+    if stage == 3:  # otherwise save_model writes empty shards instead of the weights
+        assert config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+
+
+def test_fsdp_wraps_each_llama_decoder_layer(tiny_backbone):
+    from transformers import TrainingArguments
+
+    assert decoder_layer_classes(str(tiny_backbone)) == ["LlamaDecoderLayer"]
+    config = fsdp_config_for(str(tiny_backbone), gradient_checkpointing=True)
+    assert config == {
+        "activation_checkpointing": True,
+        "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"],
+    }
+    args = TrainingArguments(
+        output_dir="unused",
+        fsdp="full_shard auto_wrap",
+        fsdp_config=dict(config),
+        use_cpu=True,
+        report_to="none",
+    )
+    plugin = args.fsdp_plugin_args
+    assert plugin["auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    assert plugin["transformer_cls_names_to_wrap"] == "LlamaDecoderLayer"
+    assert plugin["reshard_after_forward"] is True  # full_shard: parameters sharded too
+    assert plugin["activation_checkpointing"] is True
+    assert plugin["state_dict_type"] == "FULL_STATE_DICT"  # save_model writes whole weights
+
+
+def test_other_architectures_get_their_own_layer_class(tmp_path):
+    from transformers import MistralConfig
+
+    MistralConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(
+        tmp_path
+    )
+    assert decoder_layer_classes(str(tmp_path)) == ["MistralDecoderLayer"]
+    with pytest.raises(InputError, match="cannot read the model config"):
+        decoder_layer_classes(str(tmp_path / "missing"))
+
+
+def test_fsdp_without_a_distributed_launch_stops_before_loading(
+    tiny_backbone, tiny_corpus, tmp_path
+):
+    output = tmp_path / "out"
+    hparams = {"fsdp": "full_shard auto_wrap", "max_steps": 1, "bf16": False}
+    with pytest.raises(InputError, match="field 'fsdp': needs a distributed launch: torchrun"):
+        train(str(tiny_backbone), "v1", "full", tiny_corpus, output, hparams)
+    assert not output.exists() and not checkpoints_dir(output).exists()
+
+
+@pytest.mark.skipif(HAS_DEEPSPEED, reason="deepspeed is installed: the missing case cannot occur")
+def test_deepspeed_missing_is_one_clear_error(tiny_backbone, tiny_corpus, tmp_path):
+    config = str(DEEPSPEED_DIR / "zero2.json")
+    with pytest.raises(InputError, match=r"zero2.json: field 'deepspeed': needs DeepSpeed"):
+        train(str(tiny_backbone), "v1", "lora", tiny_corpus, tmp_path / "out",
+              {"deepspeed": config, "max_steps": 1})  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not HAS_DEEPSPEED, reason=NO_DEEPSPEED)
+@pytest.mark.parametrize(("name", "stage"), [("zero2.json", 2), ("zero3.json", 3)])
+def test_trainer_resolves_the_deepspeed_config(name, stage):
+    from transformers import TrainingArguments
+
+    args = TrainingArguments(
+        output_dir="unused",
+        deepspeed=str(DEEPSPEED_DIR / name),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        report_to="none",
+    )
+    assert args.deepspeed_plugin.zero_stage == stage
+    resolved = args.hf_deepspeed_config.config
+    assert resolved["train_micro_batch_size_per_gpu"] == 4
+    assert resolved["gradient_accumulation_steps"] == 2
+
+
+# ---------------------------------------------------------------- the study's workflow
+
+
+def train_jobs(dry_run_text: str) -> dict[tuple[str, str], dict]:
+    """(backbone, method) -> {"resources": {...}, "command": str} from `snakemake -n -p`."""
+    jobs = {}
+    for block in dry_run_text.split("\nrule train:\n")[1:]:
+        block = block.split("\n\n", 1)[0]
+        wildcards = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"wildcards: (.*)", block)[1]))
+        resources = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"resources: (.*)", block)[1]))
+        command = re.search(r"^Shell command: (.*)$", block, re.M)[1]
+        jobs[wildcards["backbone"], wildcards["method"]] = {
+            "resources": resources,
+            "command": command,
+        }
+    return jobs
+
+
+@pytest.mark.workflow
+def test_paper_config_launches_sharded_runs_on_four_gpus(tmp_path):
+    workdir = copy_repo(tmp_path / "repo")
+    proc = snakemake(workdir, "-n", "-p", "--configfile", "config/paper.yaml", timeout=300)
+    assert proc.returncode == 0, output_of(proc)[-3000:]
+    jobs = train_jobs(output_of(proc))
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    expected = {(b, m) for b, spec in paper["backbones"].items() for m in spec["methods"]}
+    assert set(jobs) == expected
+    assert paper["training"]["full"]["fsdp"] == "full_shard auto_wrap"
+    assert paper["training"]["lora"]["deepspeed"] == "config/deepspeed/zero2.json"
+
+    for (backbone, method), job in jobs.items():
+        assert job["resources"]["gpu"] == "4", (backbone, method)
+        argv = shlex.split(job["command"].split(" 2> ", 1)[0])
+        assert argv[:4] == ["torchrun", "--standalone", "--nproc_per_node=4", "scripts/train.py"]
+        assert argv[argv.index("--method") + 1] == method
+        given = json.loads(argv[argv.index("--hparams") + 1])
+        hparams = parse_hparams(json.dumps(given))  # what train.py will run with
+        if method == "full":
+            assert (hparams["fsdp"], hparams["deepspeed"]) == ("full_shard auto_wrap", None)
+        else:
+            assert (hparams["fsdp"], hparams["deepspeed"]) == (None, "config/deepspeed/zero2.json")
+            assert (workdir / hparams["deepspeed"]).is_file()  # relative to the job's directory
+            assert hparams["lora"]["r"] == 64 and hparams["lora"]["alpha"] == 16
+        # 4 per device x 2 accumulation x 4 GPUs: the study's effective batch of 32
+        assert hparams["per_device_train_batch_size"] * hparams["gradient_accumulation_steps"] == 8
+        assert hparams["bf16"] and hparams["gradient_checkpointing"]
