@@ -6,14 +6,19 @@ only real daemons show whether our profile's options and resource names are acce
 The cluster lives entirely in a private temporary directory: its own munge key and socket,
 its own `slurm.conf` (selected with the SLURM_CONF environment variable, never written to
 /etc/slurm), its own state, spool, log and pid files, and free TCP ports. GPUs are
-simulated with GRES backed by two existing character devices, so `--gpus=1` is scheduled
-and the job sees CUDA_VISIBLE_DEVICES=0 on a machine without GPUs.
+simulated with GRES backed by links to /dev/null, so `--gpus=1` is scheduled and the job
+sees CUDA_VISIBLE_DEVICES=0 on a machine without GPUs.
 
 Use it as a pytest fixture (`slurm_cluster`, session-scoped; make it visible with
 `from slurm_cluster import slurm_cluster_fixture  # noqa: F401`) or as a context manager:
 
     with running_cluster() as cluster:
         subprocess.run(["sbatch", "--wrap", "true"], env=cluster.env)
+
+The node's size is a parameter: `running_cluster(NodeSpec(cpus=64, memory_mb=1_000_000,
+gpus=8))` declares a GPU server that SLURM schedules as if it were real (slurmd believes
+the declared values, `SlurmdParameters=config_overrides`), so the sbatch options of the
+study's big jobs can be checked on a small machine. Jobs still run on this machine.
 """
 
 from __future__ import annotations
@@ -193,11 +198,34 @@ def _memory_mb() -> int:
     return max(machine_mb, MIN_NODE_MEMORY_MB)
 
 
-def _gpu_device_files() -> str:
-    """Two existing character devices that stand in for GPUs in gres.conf."""
-    if Path("/dev/tty0").exists() and Path("/dev/tty1").exists():
-        return "/dev/tty[0-1]"
-    return "/dev/null,/dev/zero"
+@dataclass(frozen=True)
+class NodeSpec:
+    """What the one node declares to SLURM; slurmd believes it (config_overrides).
+
+    memory_mb None: this machine's memory (at least MIN_NODE_MEMORY_MB).
+    """
+
+    cpus: int = NODE_CPUS
+    memory_mb: int | None = None
+    gpus: int = NODE_GPUS
+
+    def real_memory_mb(self) -> int:
+        return self.memory_mb if self.memory_mb is not None else _memory_mb()
+
+
+def _gres_conf_line(root: Path, gpus: int) -> str:
+    """gres.conf: one stand-in device file per GPU, root/gpus/gpuN -> /dev/null.
+
+    SLURM needs a character device behind each GPU (a GPU count alone leaves the node
+    invalid; a regular file is scheduled but sets no CUDA_VISIBLE_DEVICES); links to
+    /dev/null exist on every machine, however many GPUs the node declares.
+    """
+    device_dir = root / "gpus"
+    device_dir.mkdir(exist_ok=True)
+    for index in range(gpus):
+        (device_dir / f"gpu{index}").symlink_to("/dev/null")
+    files = f"{device_dir}/gpu[0-{gpus - 1}]" if gpus > 1 else f"{device_dir}/gpu0"
+    return f"NodeName={NODE_NAME} Name=gpu File={files}"
 
 
 @dataclass
@@ -209,6 +237,7 @@ class SlurmCluster:
     env: dict[str, str]
     node: str = NODE_NAME
     partition: str = PARTITION
+    node_spec: NodeSpec = field(default_factory=NodeSpec)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def run(self, *args: str, check: bool = True, timeout: float = 30) -> str:
@@ -236,15 +265,34 @@ class SlurmCluster:
         out = self.run("squeue", "--states=all", "--noheader", "--format=%i|%T")
         return dict(line.split("|", 1) for line in out.split())
 
-    def show_job(self, job_id: str) -> dict[str, str]:
-        """`scontrol show job` as a dict of its KEY=VALUE fields."""
-        out = self.run("scontrol", "--oneliner", "show", "job", str(job_id))
+    def show_job(self, job_id: str, details: bool = False) -> dict[str, str]:
+        """`scontrol show job` as a dict of its KEY=VALUE fields.
+
+        details: `scontrol -d`, which adds the allocation of a running job (JOB_GRES,
+        GRES=gpu:4(IDX:0-3), CPU_IDs, Mem).
+        """
+        flags = ["-d"] if details else []
+        out = self.run("scontrol", *flags, "--oneliner", "show", "job", str(job_id))
         fields = {}
         for token in out.split():
             key, sep, value = token.partition("=")
             if sep:
                 fields[key] = value
         return fields
+
+    def show_jobs(self, name: str | None = None) -> list[dict[str, str]]:
+        """`scontrol show job` fields of every known job (only those named `name` if given).
+
+        One client call for all jobs; values with spaces are not split correctly (none of
+        JobId, JobName, Comment, JobState, RunTime, ExitCode, TRES has any).
+        """
+        out = self.run("scontrol", "--oneliner", "show", "job")
+        jobs = []
+        for line in out.splitlines():
+            fields = dict(token.partition("=")[::2] for token in line.split() if "=" in token)
+            if "JobId" in fields and (name is None or fields.get("JobName") == name):
+                jobs.append(fields)
+        return jobs
 
     def wait_for_job(self, job_id: str, timeout: float = 30) -> str:
         """Wait until a job has left the queue; return its final state."""
@@ -275,8 +323,9 @@ class SlurmCluster:
         return "\n".join(parts)
 
 
-def write_config(root: Path) -> Path:
+def write_config(root: Path, node: NodeSpec | None = None) -> Path:
     """Write slurm.conf, gres.conf and cgroup.conf under root; return the slurm.conf path."""
+    node = node or NodeSpec()
     ctld_port, slurmd_port = _free_ports(2)
     for sub in ("state", "spool", "log", "run"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -323,14 +372,16 @@ def write_config(root: Path) -> Path:
     }
     lines = [f"{key}={value}" for key, value in settings.items()]
     lines.append(
-        f"NodeName={NODE_NAME} NodeAddr=127.0.0.1 CPUs={NODE_CPUS} "
-        f"RealMemory={_memory_mb()} Gres=gpu:{NODE_GPUS} State=UNKNOWN"
+        f"NodeName={NODE_NAME} NodeAddr=127.0.0.1 CPUs={node.cpus} "
+        f"RealMemory={node.real_memory_mb()}"
+        + (f" Gres=gpu:{node.gpus}" if node.gpus else "")
+        + " State=UNKNOWN"
     )
     lines.append(
         f"PartitionName={PARTITION} Nodes={NODE_NAME} Default=YES MaxTime=INFINITE State=UP"
     )
     conf.write_text("\n".join(lines) + "\n")
-    (root / "gres.conf").write_text(f"NodeName={NODE_NAME} Name=gpu File={_gpu_device_files()}\n")
+    (root / "gres.conf").write_text(_gres_conf_line(root, node.gpus) + "\n" if node.gpus else "")
     (root / "cgroup.conf").write_text("CgroupPlugin=autodetect\nIgnoreSystemd=yes\n")
     return conf
 
@@ -476,13 +527,20 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def running_cluster() -> Iterator[SlurmCluster]:
-    """Install if needed, start munged + slurmctld + slurmd, yield, then stop exactly them."""
+def running_cluster(node: NodeSpec | None = None) -> Iterator[SlurmCluster]:
+    """Install if needed, start munged + slurmctld + slurmd, yield, then stop exactly them.
+
+    `node`: what the node declares (default: 2 CPUs, this machine's memory, 2 GPUs).
+    """
     ensure_slurm_installed()
+    node = node or NodeSpec()
     root = Path(tempfile.mkdtemp(prefix="sbt-slurm-"))  # short: the munge socket path is limited
-    conf = write_config(root)
+    conf = write_config(root, node)
     cluster = SlurmCluster(
-        root=root, conf=conf, env=_client_env(conf, _write_srun_wrapper(root, conf))
+        root=root,
+        conf=conf,
+        env=_client_env(conf, _write_srun_wrapper(root, conf)),
+        node_spec=node,
     )
     try:
         _start_daemons(cluster)
@@ -494,6 +552,18 @@ def running_cluster() -> Iterator[SlurmCluster]:
             if name in cluster.processes:
                 _stop(cluster.processes[name])
         shutil.rmtree(root, ignore_errors=True)
+
+
+def start_or_skip(stack: contextlib.ExitStack, node: NodeSpec | None = None) -> SlurmCluster:
+    """Start a cluster whose shutdown `stack` owns; skip the test (fail where
+    SBT_REQUIRE_SLURM=1) when SLURM cannot be set up here. For fixtures."""
+    try:
+        return stack.enter_context(running_cluster(node))
+    except ClusterUnavailable as exc:
+        stack.close()
+        if os.environ.get(REQUIRE_ENV_VAR) == "1":
+            pytest.fail(f"no SLURM cluster ({REQUIRE_ENV_VAR}=1): {exc}", pytrace=False)
+        pytest.skip(f"no SLURM cluster: {exc}")
 
 
 _shared: dict[str, object] = {"stack": None, "cluster": None, "users": 0}
@@ -508,13 +578,7 @@ def slurm_cluster_fixture() -> Iterator[SlurmCluster]:
     """
     if _shared["cluster"] is None:
         stack = contextlib.ExitStack()
-        try:
-            _shared["cluster"] = stack.enter_context(running_cluster())
-        except ClusterUnavailable as exc:
-            stack.close()
-            if os.environ.get(REQUIRE_ENV_VAR) == "1":
-                pytest.fail(f"no SLURM cluster ({REQUIRE_ENV_VAR}=1): {exc}", pytrace=False)
-            pytest.skip(f"no SLURM cluster: {exc}")
+        _shared["cluster"] = start_or_skip(stack)
         _shared["stack"] = stack
     _shared["users"] += 1
     try:

@@ -274,6 +274,11 @@ def train_launcher(wildcards, resources):
     return "python"
 
 
+def train_threads(wildcards):
+    """CPU cores for data loading and the launcher: 8 per GPU, 1 on a CPU-only job."""
+    return max(1, 8 * num_gpus(wildcards.backbone, wildcards.method))
+
+
 def deepspeed_config(wildcards):
     """The DeepSpeed JSON is an input, so editing it reruns the runs that use it."""
     path = hparams(wildcards.backbone, wildcards.method)["deepspeed"]

@@ -40,6 +40,7 @@ rule train:
         "benchmarks/train/{backbone}/{data}/{method}.tsv"
     conda:
         "../../envs/workflow.yaml"
+    threads: train_threads
     resources:
         gpu=lambda wildcards: num_gpus(wildcards.backbone, wildcards.method),
         mem_mb=train_mem_mb,
