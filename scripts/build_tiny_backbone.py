@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from sbt.common import atomic_path, cli, input_error, provenance, write_json
+from sbt.common import atomic_path, cli, input_error, provenance, read_json_file, write_json
 
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")
 BYTE_TOKENS = tuple(f"<0x{value:02X}>" for value in range(256))
@@ -27,18 +27,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 def corpus_strings(paths: list[str | Path]) -> Iterator[str]:
     """Every string value (not keys) in the JSON / JSONL files, depth first."""
     for path in paths:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise input_error(path, f"cannot read: {exc.strerror or exc}") from None
-        try:
-            if path.suffix == ".jsonl":
-                documents = [json.loads(line) for line in text.splitlines() if line.strip()]
-            else:
-                documents = [json.loads(text)]
-        except json.JSONDecodeError as exc:
-            raise input_error(path, f"invalid JSON: {exc}") from None
+        content = read_json_file(path)
+        documents = content if Path(path).suffix == ".jsonl" else [content]
         stack = list(reversed(documents))
         while stack:
             item = stack.pop()

@@ -2,13 +2,8 @@
 
 Loss is on assistant tokens only. Hyperparameters default to the study's text-only
 settings; `--hparams` overrides any of them with a JSON object, for example
-`'{"max_steps": 20, "bf16": false, "lora": {"r": 8}}'`. Known keys:
-learning_rate, num_train_epochs, max_steps (-1 = use epochs), per_device_train_batch_size,
-gradient_accumulation_steps, warmup_ratio, lr_scheduler_type, weight_decay,
-model_max_length, bf16, tf32, gradient_checkpointing, seed, dtype
-(float32|bfloat16|float16|auto), logging_steps, save_steps, save_total_limit,
-max_skipped_fraction, trust_remote_code, lora {r, alpha, dropout, bias, target_modules},
-deepspeed (config path), fsdp (e.g. "full_shard auto_wrap").
+`'{"max_steps": 20, "bf16": false, "lora": {"r": 8}}'`. The known keys and their
+defaults are listed at the end of --help (and documented in config/README.md).
 
 The output directory appears only when training succeeded; checkpoints live beside it in
 `OUTPUT.checkpoints/` so that the same command, run again after a crash, resumes.
@@ -23,13 +18,24 @@ import sys
 
 from sbt.common import cli
 from sbt.templates import TEMPLATE_NAMES
-from sbt.training import METHODS, RESUME_MODES, NonFiniteLossError, parse_hparams, train
+from sbt.training import (
+    HPARAM_DEFAULTS,
+    METHODS,
+    RESUME_MODES,
+    NonFiniteLossError,
+    parse_hparams,
+    train,
+)
+
+
+def _defaults() -> str:
+    return "\n".join(f"  {key} = {value!r}" for key, value in HPARAM_DEFAULTS.items())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
+        epilog=__doc__.split("\n\n", 1)[1] + "\nhparams and their defaults:\n" + _defaults(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", required=True, help="backbone: local directory or HF id")

@@ -53,6 +53,31 @@ def input_error(
     return InputError(": ".join(parts))
 
 
+def read_json_file(path: str | os.PathLike) -> object:
+    """A JSON file's content, or a JSON Lines file's (`.jsonl`) as a list, one item a line.
+
+    Unreadable or malformed files raise one InputError naming the file (and the line).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise input_error(path, f"cannot read: {exc.strerror or exc}") from None
+    if path.suffix != ".jsonl":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise input_error(path, f"invalid JSON: {exc}") from None
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise input_error(path, f"invalid JSON on line {number}: {exc}") from None
+    return items
+
+
 def cli(main: Callable[..., int | None]) -> Callable[..., int]:
     """Run a stage's main(): an InputError becomes one `error:` line on stderr and exit 2."""
 

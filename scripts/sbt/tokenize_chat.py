@@ -22,14 +22,13 @@ with LLaMA's tokenizer; `setup_tokenizer` checks this for the templates that use
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from sbt.common import input_error
+from sbt.common import input_error, read_json_file
 from sbt.templates import ConversationError, EmptyMessageError, get_template, render
 
 IGNORE_INDEX = -100
@@ -51,18 +50,7 @@ _BATCH = 512
 
 def load_records(path: str | Path) -> list[dict]:
     """Read LLaVA-format records (a JSON list, or JSON Lines) and check their shape."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise input_error(path, f"cannot read: {exc.strerror or exc}") from None
-    try:
-        if path.suffix == ".jsonl":
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            records = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise input_error(path, f"invalid JSON: {exc}") from None
+    records = read_json_file(path)
     if not isinstance(records, list):
         raise input_error(path, "expected a JSON list of records")
     for index, record in enumerate(records):

@@ -2,9 +2,11 @@
 
 What it does, in order: resolve the hyperparameters (study defaults, see HPARAM_DEFAULTS);
 set up the tokenizer as the study did; tokenize the data with assistant-only labels
-(`sbt.tokenize_chat`), refusing to go on if more than `max_skipped_fraction` of the
-records had to be skipped; load the backbone (safetensors where possible); wrap it in
-LoRA for `method="lora"`; run transformers' Trainer; save.
+(`sbt.tokenize_chat`, or the tokenized cache), refusing to go on if more than
+`max_skipped_fraction` of the records had to be skipped; load the backbone (safetensors
+where possible); decide how batches are built (`sbt.packing`: each batch's samples packed
+into one padding-free row where a check shows the model keeps them apart, else padded);
+wrap it in LoRA for `method="lora"`; run transformers' Trainer; save.
 
 Outputs: the finished model directory appears only complete. Checkpoints go to the
 sibling `<output>.checkpoints/`; a killed job started again with the same arguments
@@ -34,10 +36,20 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from sbt.common import input_error, provenance, write_json
+import numpy as np
+
+from sbt.common import atomic_path, input_error, provenance, write_json
+from sbt.packing import (
+    ATTN_IMPLEMENTATIONS,
+    PackCollator,
+    PackingError,
+    PadCollator,
+    choose_attention,
+    optional_features,
+    prepare_packing,
+)
 from sbt.scale import fsdp_config_for
 from sbt.tokenize_chat import (
-    IGNORE_INDEX,
     count_trained_tokens,
     load_records,
     load_tokenizer,
@@ -80,9 +92,22 @@ HPARAM_DEFAULTS = {
     "lora": LORA_DEFAULTS,
     "deepspeed": None,  # path of a DeepSpeed JSON config
     "fsdp": None,  # e.g. "full_shard auto_wrap"
+    # Throughput only (docs/training.md, "Throughput"): the same samples per optimiser step.
+    "packing": "auto",  # one padding-free row per batch where the model keeps samples apart
+    "group_by_length": "auto",  # on when packing=auto had to fall back to padding
+    "attn_implementation": "auto",  # flash_attention_2 on CUDA when installed, else sdpa
+    "use_liger_kernel": False,
+    "torch_compile": False,
+    "tokenized_cache_dir": None,  # None: inside the checkpoint directory (kept for reruns)
 }
 # Keys that do not change the trained weights; a resumed run may differ in them.
-_RESUME_INSENSITIVE = ("logging_steps", "save_steps", "save_total_limit", "max_skipped_fraction")
+_RESUME_INSENSITIVE = (
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+    "max_skipped_fraction",
+    "tokenized_cache_dir",
+)
 
 _NUMBER = (int, float)
 _HPARAM_TYPES = {
@@ -108,6 +133,12 @@ _HPARAM_TYPES = {
     "lora": dict,
     "deepspeed": (str, type(None)),
     "fsdp": (str, type(None)),
+    "packing": (bool, str),
+    "group_by_length": (bool, str),
+    "attn_implementation": str,
+    "use_liger_kernel": bool,
+    "torch_compile": bool,
+    "tokenized_cache_dir": (str, type(None)),
 }
 _LORA_TYPES = {
     "r": int,
@@ -179,6 +210,11 @@ def resolve_hparams(given: dict | None) -> dict:
         raise bad(f"'dtype' must be one of {', '.join(DTYPES)}")
     if hparams["lora"]["bias"] not in ("none", "all", "lora_only"):
         raise bad("'lora.bias' must be none, all or lora_only")
+    for key in ("packing", "group_by_length"):
+        if isinstance(hparams[key], str) and hparams[key] != "auto":
+            raise bad(f'{key!r} must be true, false or "auto"')
+    if hparams["attn_implementation"] not in ATTN_IMPLEMENTATIONS:
+        raise bad(f"'attn_implementation' must be one of {', '.join(ATTN_IMPLEMENTATIONS)}")
     target = hparams["lora"]["target_modules"]
     if isinstance(target, list) and not all(isinstance(name, str) for name in target):
         raise bad("'lora.target_modules' must be 'all-linear' or a list of module names")
@@ -209,6 +245,73 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+TOKENIZED_CACHE_VERSION = 1
+_LABELLING_CODE = ("tokenize_chat.py", "templates.py")  # a change here invalidates caches
+
+
+def tokenized_cache_key(data_sha256: str, tokenizer, template: str, max_length: int) -> str:
+    """sha256 of everything the tokenized examples depend on.
+
+    The data file, the tokenizer as set up (its full JSON, special tokens, chat template),
+    the template, the truncation length, and the source of the labelling code.
+    """
+    code = Path(__file__).parent
+    parts = {
+        "version": TOKENIZED_CACHE_VERSION,
+        "data": data_sha256,
+        "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
+        "special": [str(t) for t in tokenizer.all_special_tokens] + [str(tokenizer.pad_token)],
+        "chat_template": getattr(tokenizer, "chat_template", None),
+        "template": template,
+        "max_length": max_length,
+        "code": [file_sha256(code / name) for name in _LABELLING_CODE],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def tokenized_cache_path(cache_dir: str | Path, key: str) -> Path:
+    return Path(cache_dir) / f"tokenized-{key}.npz"
+
+
+def save_tokenized(path: Path, examples: list[dict], records: int, skips: dict) -> None:
+    """Write examples as flat int32 arrays plus lengths (atomically: readers never see half)."""
+    lengths = np.array([len(ex["input_ids"]) for ex in examples], dtype=np.int64)
+    meta = {"ids": [ex["id"] for ex in examples], "records": records, "skips": skips}
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            input_ids=np.fromiter(
+                (t for ex in examples for t in ex["input_ids"]), np.int32, lengths.sum()
+            ),
+            labels=np.fromiter(
+                (t for ex in examples for t in ex["labels"]), np.int32, lengths.sum()
+            ),
+            lengths=lengths,
+            truncated=np.array([ex["truncated"] for ex in examples], dtype=bool),
+            meta=np.array(json.dumps(meta)),
+        )
+
+
+def load_tokenized(path: Path) -> tuple[list[dict], int, dict]:
+    """(examples, records, skips) as save_tokenized wrote them."""
+    with np.load(path) as saved:
+        meta = json.loads(str(saved["meta"]))
+        bounds = np.concatenate([[0], np.cumsum(saved["lengths"])])
+        input_ids, labels = saved["input_ids"], saved["labels"]
+        examples = [
+            {
+                "id": record_id,
+                "input_ids": input_ids[start:end].tolist(),
+                "labels": labels[start:end].tolist(),
+                "truncated": bool(truncated),
+            }
+            for record_id, start, end, truncated in zip(
+                meta["ids"], bounds[:-1], bounds[1:], saved["truncated"], strict=True
+            )
+        ]
+    return examples, meta["records"], meta["skips"]
+
+
 class _Examples:
     """A map-style dataset over tokenized examples (only what the model consumes)."""
 
@@ -221,28 +324,6 @@ class _Examples:
     def __getitem__(self, index: int) -> dict:
         example = self.examples[index]
         return {"input_ids": example["input_ids"], "labels": example["labels"]}
-
-
-class PadCollator:
-    """Right-pad a batch: input_ids with the pad id, labels with -100, attention mask 0."""
-
-    def __init__(self, pad_token_id: int) -> None:
-        self.pad_token_id = pad_token_id
-
-    def __call__(self, features: Sequence[dict]) -> dict:
-        import torch
-
-        longest = max(len(f["input_ids"]) for f in features)
-        shape = (len(features), longest)
-        input_ids = torch.full(shape, self.pad_token_id, dtype=torch.long)
-        labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros(shape, dtype=torch.long)
-        for row, feature in enumerate(features):
-            n = len(feature["input_ids"])
-            input_ids[row, :n] = torch.tensor(feature["input_ids"], dtype=torch.long)
-            labels[row, :n] = torch.tensor(feature["labels"], dtype=torch.long)
-            attention_mask[row, :n] = 1
-        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 
 
 def _callbacks():
@@ -283,13 +364,16 @@ def _callbacks():
     return [StopOnNonFiniteLoss(), StderrProgress()]
 
 
-def _load_model(model_path: str, dtype: str, trust_remote_code: bool):
+def _load_model(
+    model_path: str, dtype: str, trust_remote_code: bool, attn_implementation: str | None
+):
     import torch
     from transformers import AutoModelForCausalLM
 
     kwargs = {
         "dtype": "auto" if dtype == "auto" else getattr(torch, dtype),
         "trust_remote_code": trust_remote_code,
+        "attn_implementation": attn_implementation,
     }
     try:
         return AutoModelForCausalLM.from_pretrained(model_path, use_safetensors=True, **kwargs)
@@ -335,6 +419,23 @@ def _prepare_work_dir(work: Path, signature: dict, resume: str) -> Path | None:
     return None
 
 
+def _load_cached(path: Path) -> tuple[list[dict], int, dict] | None:
+    """A tokenized cache file's content, or None when there is none (or it is unreadable)."""
+    if not path.is_file():
+        return None
+    try:
+        return load_tokenized(path)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"ignoring unreadable tokenized cache {path}: {exc}", file=sys.stderr)
+        return None
+
+
+def _padding_fraction(batches: list[tuple[int, int]]) -> float | None:
+    """Share of computed positions that were padding, over the batches built this session."""
+    positions = sum(p for _, p in batches)
+    return round(1 - sum(t for t, _ in batches) / positions, 4) if positions else None
+
+
 def _loss_rows(log_history: list[dict]) -> list[dict]:
     return [
         {"step": e["step"], "loss": e["loss"], "learning_rate": e.get("learning_rate")}
@@ -378,23 +479,33 @@ def train(
     tokenizer, added_tokens = load_tokenizer(
         model, template, hp["model_max_length"], trust_remote_code=hp["trust_remote_code"]
     )
-    records = load_records(data)
-    examples, skips = tokenize_records(
-        records, tokenizer, template, hp["model_max_length"], source=data
+    data_sha256 = file_sha256(data)
+    cache = tokenized_cache_path(
+        hp["tokenized_cache_dir"] or work,
+        tokenized_cache_key(data_sha256, tokenizer, template, hp["model_max_length"]),
     )
+    cached = _load_cached(cache)
+    if cached:
+        examples, n_records, skips = cached
+        print(f"tokenized examples from {cache}", file=sys.stderr)
+    else:
+        records = load_records(data)
+        examples, skips = tokenize_records(
+            records, tokenizer, template, hp["model_max_length"], source=data
+        )
+        n_records = len(records)
+        del records
     skipped = sum(skips.values())
     if not examples:
         raise input_error(data, f"no trainable record ({skip_summary(skips)})")
-    if skipped > hp["max_skipped_fraction"] * len(records):
+    if skipped > hp["max_skipped_fraction"] * n_records:
         raise input_error(
             data,
-            f"{skipped} of {len(records)} records skipped ({skip_summary(skips)}), more than "
+            f"{skipped} of {n_records} records skipped ({skip_summary(skips)}), more than "
             f"max_skipped_fraction={hp['max_skipped_fraction']}",
         )
     if skipped:
-        print(
-            f"skipped {skipped} of {len(records)} records: {skip_summary(skips)}", file=sys.stderr
-        )
+        print(f"skipped {skipped} of {n_records} records: {skip_summary(skips)}", file=sys.stderr)
 
     if hp["deepspeed"] and not Path(hp["deepspeed"]).is_file():
         raise input_error(hp["deepspeed"], "DeepSpeed config file not found", field="deepspeed")
@@ -413,14 +524,20 @@ def train(
     )
 
     cuda = torch.cuda.is_available()
+    attn_implementation, attn_message = choose_attention(hp["attn_implementation"], cuda)
+    speedups, messages = optional_features(hp, cuda)
     effective = {
         "device": "cuda" if cuda else "cpu",
         "bf16": hp["bf16"] and cuda and torch.cuda.is_bf16_supported(),
         "tf32": hp["tf32"] and cuda and is_torch_tf32_available(),
+        **speedups,
     }
     for key in ("bf16", "tf32"):
         if hp[key] and not effective[key]:
             print(f"{key} is not available on this machine: training without it", file=sys.stderr)
+    for message in (attn_message, *messages):
+        if message:
+            print(message, file=sys.stderr)
 
     args = TrainingArguments(
         output_dir=str(work),
@@ -444,6 +561,8 @@ def train(
         deepspeed=hp["deepspeed"],
         fsdp=hp["fsdp"],
         fsdp_config=dict(fsdp_config) if fsdp_config else None,
+        torch_compile=effective["torch_compile"],
+        use_liger_kernel=effective["use_liger_kernel"],
         use_cpu=not cuda,
         dataloader_num_workers=0,
         remove_unused_columns=False,
@@ -460,7 +579,7 @@ def train(
         "model": str(model),
         "template": template,
         "method": method,
-        "data_sha256": file_sha256(data),
+        "data_sha256": data_sha256,
         "hparams": {k: v for k, v in hp.items() if k not in _RESUME_INSENSITIVE},
     }
     with args.main_process_first(desc="checkpoint directory"):
@@ -471,12 +590,46 @@ def train(
             resume_from = checkpoints[-1] if checkpoints and resume == "auto" else None
     if resume_from:
         print(f"resuming from {resume_from}", file=sys.stderr)
+    if is_main and not cache.is_file():  # also after --resume never emptied the directory
+        save_tokenized(cache, examples, n_records, skips)
 
     transformers.set_seed(hp["seed"])  # LoRA matrices are initialised randomly
-    network = _load_model(model, hp["dtype"], hp["trust_remote_code"])
+    network = _load_model(model, hp["dtype"], hp["trust_remote_code"], attn_implementation)
     if added_tokens:
         network.resize_token_embeddings(len(tokenizer))  # new rows: mean of the old ones
     network.config.use_cache = False
+    # Packing: one padding-free row per batch of the same samples, where this model keeps
+    # packed samples apart (checked on the model); otherwise padded batches.
+    effective["attn_implementation"] = network.config._attn_implementation
+    try:
+        packing = prepare_packing(network, hp["packing"])
+    except PackingError as exc:
+        raise input_error(model, str(exc), field="packing") from None
+    if packing["message"]:
+        print(packing["message"], file=sys.stderr)
+    group_by_length = hp["group_by_length"]
+    if group_by_length == "auto":  # the fallback when packing was wanted but is not possible
+        group_by_length = hp["packing"] == "auto" and not packing["packing"]
+    if group_by_length:
+        args.train_sampling_strategy = "group_by_length"
+    # Output layer only where the loss needs it, unless Liger's fused loss does that itself.
+    logits_only = packing["loss_logits_only"] and not effective["use_liger_kernel"]
+    collator = (
+        PackCollator(loss_logits_only=logits_only)
+        if packing["packing"]
+        else PadCollator(tokenizer.pad_token_id)
+    )
+    effective |= {
+        "packing": packing["packing"],
+        "packing_attention": packing["attention"],
+        "packing_check": packing["check"],
+        "loss_logits_only": packing["packing"] and logits_only,
+        "group_by_length": group_by_length,
+        "samples_per_step": hp["per_device_train_batch_size"]
+        * hp["gradient_accumulation_steps"]
+        * args.world_size,
+        "tokenized_cache": {"path": str(cache), "hit": bool(cached)},
+    }
     if method == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -499,7 +652,7 @@ def train(
         model=network,
         args=args,
         train_dataset=_Examples(examples),
-        data_collator=PadCollator(tokenizer.pad_token_id),
+        data_collator=collator,
         callbacks=[*_callbacks(), *extra_callbacks],
     )
     trainer.remove_callback(PrinterCallback)
@@ -525,9 +678,10 @@ def train(
             "world_size": args.world_size,
             "distributed": trainer.accelerator.distributed_type.value,
             "fsdp_config": fsdp_config,
+            "padding_fraction": _padding_fraction(collator.batches),
         },
         seed=hp["seed"],
-        records=len(records),
+        records=n_records,
         examples=len(examples),
         skipped=skips,
         truncated=sum(ex["truncated"] for ex in examples),

@@ -1,0 +1,389 @@
+#!/usr/bin/env python
+"""Measure training throughput: the study's padded batches against our default (packing).
+
+Both runs train the same freshly built LLaMA-architecture model on the same LLaVA-like
+data for the same number of optimiser steps with the same batch size, through the real
+training code (`sbt.training.train`: tokenizer set-up, labels, collator, Trainer):
+(a) the study's recipe: batches padded to their longest sample, random order;
+(b) our default: `packing: auto` (padding-free rows, each sample attending only to itself,
+the output layer only where a token is trained).
+Each run is a separate process, so peak memory is its own. Printed per run: effective
+(non-padding) tokens per second, padding share, peak memory (GPU: allocated; CPU: the
+process's peak resident set), on a GPU also MFU; the last line is `ratio: X`, (b)'s
+tokens/s over (a)'s. Each recipe runs `--repeats` times, alternating, and its fastest run
+counts (machines shared with other work are noisy).
+
+Data: conversations built from the demo generator's sentences with a LLaVA-like length
+distribution (log-normal, median about 300 tokens, about 5% above 1,000, capped at 2,048,
+the study's maximum length, which every shape uses), template v1, about 60% of the tokens
+trained (assistant turns). The first `--warmup-steps` steps are not timed. Models are
+built locally with random weights (no model hub); the tokenizer is trained on the bench
+text, so its vocabulary is smaller than LLaMA's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sbt.common import cli, input_error
+
+# Model shapes (LLaMA architecture, random weights): the demo's tiny model, a 1B and a 7B
+# (LLaMA-2-7B's dimensions). The tokenizer is trained on the bench data, so the vocabulary
+# is smaller than LLaMA's 32,000.
+SHAPES = {
+    "tiny": {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "intermediate_size": 128},
+    "1b": {"hidden_size": 2048, "num_layers": 16, "num_heads": 16, "intermediate_size": 5504},
+    "7b": {"hidden_size": 4096, "num_layers": 32, "num_heads": 32, "intermediate_size": 11008},
+}
+MAX_LENGTH = 2048  # the study's; the tiny model too, so the lengths need no scaling
+# LLaVA-like conversation lengths in tokens (system text included).
+LENGTH_MEDIAN, LENGTH_SIGMA, LENGTH_MIN = 300, 0.75, 40
+TEMPLATE = "v1"
+VARIANTS = {
+    "a": ("study: padded batches", {"packing": False, "group_by_length": False}),
+    "b": ("default: packing auto", {}),
+}
+# Dense bf16 peak FLOP/s by GPU name, for MFU.
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--model-shape", choices=tuple(SHAPES), default="tiny")
+    parser.add_argument("--method", choices=("full", "lora"), default="full")
+    parser.add_argument("--steps", type=int, default=40, help="timed optimiser steps")
+    parser.add_argument("--batch-size", type=int, default=4, help="samples per step (study 4)")
+    parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="runs of each recipe, alternating; the best counts"
+    )
+    parser.add_argument("--records", type=int, default=None, help="default: enough for all steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--peak-tflops", type=float, default=None, help="GPU peak, for MFU")
+    parser.add_argument("--workdir", default=None, help="keep the model and data here")
+    parser.add_argument("--variant", choices=tuple(VARIANTS), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in ("steps", "batch_size", "repeats"):
+        if getattr(args, name) < 1:
+            raise input_error(f"--{name.replace('_', '-')}", "must be at least 1")
+    if args.warmup_steps < 0:
+        raise input_error("--warmup-steps", "must be 0 or more")
+    return args
+
+
+def sample_lengths(count: int, rng: random.Random) -> list[int]:
+    """LLaVA-like conversation lengths in tokens: log-normal, clipped to [40, 2048]."""
+    lengths = []
+    for _ in range(count):
+        length = rng.lognormvariate(math.log(LENGTH_MEDIAN), LENGTH_SIGMA)
+        lengths.append(round(min(max(length, LENGTH_MIN), MAX_LENGTH)))
+    return lengths
+
+
+def system_text() -> str:
+    """The template's text around one round, so the bench tokenizer learns it as well."""
+    from sbt.templates import render
+
+    probe = [{"from": "human", "value": "x"}, {"from": "gpt", "value": "y"}]
+    return render(TEMPLATE, probe).text
+
+
+def llava_like_records(count: int, tokenizer, seed: int) -> list[dict]:
+    """Text-only LLaVA records of the demo generator's rounds, cut to sampled lengths."""
+    from make_demo_llava import RecordMaker
+
+    maker = RecordMaker(seed)
+
+    def n_tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def rounds():  # (question, answer) pairs, endlessly
+        while True:
+            turns = maker.make()["conversations"]
+            if turns[0]["from"] == "gpt":
+                turns = turns[1:]
+            for question, answer in zip(turns[::2], turns[1::2], strict=True):
+                yield question["value"].replace("<image>", "").strip(), answer["value"]
+
+    source = rounds()
+    overhead = n_tokens(system_text()) - 2  # system text and role tags
+    per_round = 4  # role tags and separators of one more round
+    records = []
+    for index, target in enumerate(sample_lengths(count, random.Random(seed))):
+        turns, used = [], overhead
+        while used < target or not turns:  # at least one round
+            question, answer = next(source)
+            room = target - used - per_round - n_tokens(question)
+            answer_tokens = n_tokens(answer)
+            if room < answer_tokens:  # cut the answer to fit the sampled length
+                words = answer.split()
+                answer = " ".join(words[: max(1, len(words) * max(room, 0) // answer_tokens)])
+            turns += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+            used += per_round + n_tokens(question) + n_tokens(answer)
+        records.append({"id": f"bench-{index:05d}", "conversations": turns})
+    return records
+
+
+def prepare(args: argparse.Namespace, workdir: Path) -> dict:
+    """Build the model and the data once; both runs read them."""
+    from build_tiny_backbone import build_tiny_backbone
+    from make_demo_llava import generate_records
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+    model = workdir / f"model-{args.model_shape}"
+    data = workdir / "data.json"
+    records = args.records or (args.steps + args.warmup_steps) * args.batch_size
+    if not (model / "config.json").is_file():
+        corpus = workdir / "corpus.json"
+        texts = [*generate_records(400, args.seed), system_text()]
+        corpus.write_text(json.dumps(texts), encoding="utf-8")
+        build_tiny_backbone(
+            [corpus],
+            model,
+            vocab_size=32000,
+            max_position_embeddings=MAX_LENGTH,
+            seed=args.seed,
+            dtype="bfloat16" if args.model_shape == "7b" else "float32",
+            **SHAPES[args.model_shape],
+        )
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    data.write_text(json.dumps(llava_like_records(records, tokenizer, args.seed)), encoding="utf-8")
+    return {"model": str(model), "data": str(data)}
+
+
+def hparams_for(args: argparse.Namespace, setup: dict, variant: str) -> dict:
+    cuda = args.device == "cuda"
+    big = args.model_shape != "tiny"
+    return {
+        "max_steps": args.warmup_steps + args.steps,
+        "per_device_train_batch_size": args.batch_size,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 1e-5 if big else 1e-3,
+        "model_max_length": MAX_LENGTH,
+        "bf16": cuda,
+        "tf32": cuda,
+        "gradient_checkpointing": big,  # the study's setting; the tiny demo model needs none
+        "dtype": "bfloat16" if args.model_shape == "7b" else "float32",
+        "logging_steps": 10**6,
+        "save_steps": 10**6,
+        "lora": {} if big else {"r": 8},
+        "tokenized_cache_dir": str(Path(setup["data"]).parent / "tokenized"),
+        **VARIANTS[variant][1],
+    }
+
+
+def run_variant(args: argparse.Namespace, setup: dict) -> dict:
+    """Train one variant in this process and measure it (called in a child process)."""
+    import numpy as np
+    import torch
+    from sbt.training import train
+    from transformers import TrainerCallback
+
+    cuda = args.device == "cuda"
+    warmup = args.warmup_steps
+
+    class Clock(TrainerCallback):
+        """Wall time at each step's end (step 0: the first step's start), batch sizes, model."""
+
+        def __init__(self):
+            self.times, self.collator, self.model = {}, None, None
+
+        def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kw):
+            self.collator, self.model = train_dataloader.collate_fn, model
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.times.setdefault(state.global_step, time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if cuda:
+                torch.cuda.synchronize()
+            self.times[state.global_step] = time.perf_counter()
+
+    clock = Clock()
+    with tempfile.TemporaryDirectory(dir=Path(setup["data"]).parent) as tmp:
+        info = train(
+            setup["model"],
+            TEMPLATE,
+            args.method,
+            setup["data"],
+            Path(tmp) / "out",
+            hparams_for(args, setup, args.variant),
+            resume="never",
+            extra_callbacks=[clock],
+        )
+    steps = info["global_step"]
+    batches = clock.collator.batches[warmup:steps]  # one batch per step (no accumulation)
+    params = sum(p.numel() for p in clock.model.parameters())
+    embedding = clock.model.get_input_embeddings().weight.numel()
+    trainable = sum(p.numel() for p in clock.model.parameters() if p.requires_grad)
+    config = clock.model.config
+    with np.load(info["effective"]["tokenized_cache"]["path"]) as saved:
+        lengths = saved["lengths"].astype(np.float64)
+    if cuda:
+        peak, memory_kind = torch.cuda.max_memory_allocated(), "GPU allocated"
+    else:
+        peak, memory_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "RSS"
+    return {
+        "variant": args.variant,
+        "seconds": clock.times[steps] - clock.times[warmup],
+        "tokens": sum(t for t, _ in batches),
+        "positions": sum(p for _, p in batches),
+        "steps": steps - warmup,
+        "peak_memory": peak,
+        "memory_kind": memory_kind,
+        "effective": info["effective"],
+        "matmul_params": params - embedding,
+        "trainable_params": trainable,
+        "params": params,
+        "layers": config.num_hidden_layers,
+        "hidden": config.hidden_size,
+        "lengths": {
+            "count": len(lengths),
+            "median": float(np.median(lengths)),
+            "p90": float(np.percentile(lengths, 90)),
+            "max": float(lengths.max()),
+            "sq_over_sum": float((lengths**2).sum() / lengths.sum()),
+        },
+        "device_name": torch.cuda.get_device_name() if cuda else "cpu",
+    }
+
+
+def mfu(result: dict, method: str, peak: float | None) -> str:
+    """Model FLOPs utilisation: useful training FLOPs per second over the GPU's peak."""
+    if not peak:
+        return "n/a (unknown GPU peak: pass --peak-tflops)"
+    n, trainable = result["matmul_params"], result["trainable_params"]
+    per_token = 6 * n if method == "full" else 4 * n + 2 * trainable
+    # Causal attention scores and weighted sums: 6 * L^2 * hidden per layer per sample.
+    per_token += 6 * result["layers"] * result["hidden"] * result["lengths"]["sq_over_sum"]
+    return f"{per_token * result['tokens'] / result['seconds'] / peak:.1%}"
+
+
+def gpu_peak(name: str, given: float | None) -> float | None:
+    if given:
+        return given * 1e12
+    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+
+def report(args: argparse.Namespace, results: dict) -> float:
+    a, b = results["a"], results["b"]
+    lengths = a["lengths"]
+    print(
+        f"bench_train: device {args.device} ({a['device_name']}), shape {args.model_shape} "
+        f"({a['params'] / 1e6:.1f}M parameters, {a['layers']} layers, hidden {a['hidden']}), "
+        f"method {args.method}, batch {args.batch_size} samples per step, "
+        f"{a['steps']} timed steps after {args.warmup_steps} warm-up, best of {args.repeats}"
+    )
+    print(
+        f"data: {lengths['count']} LLaVA-like samples, tokens per sample median "
+        f"{lengths['median']:.0f}, p90 {lengths['p90']:.0f}, max {lengths['max']:.0f}"
+    )
+    peak = gpu_peak(a["device_name"], args.peak_tflops) if args.device == "cuda" else None
+    for key in ("a", "b"):
+        result = results[key]
+        effective = result["effective"]
+        how = (
+            f"packed ({effective['packing_attention']})"
+            if effective["packing"]
+            else "padded" + (", length-grouped" if effective["group_by_length"] else "")
+        )
+        line = (
+            f"({key}) {VARIANTS[key][0]}: {how}, attention {effective['attn_implementation']}: "
+            f"{result['tokens'] / result['seconds']:.0f} tokens/s "
+            f"({result['tokens']} tokens in {result['seconds']:.2f} s), "
+            f"padding {1 - result['tokens'] / result['positions']:.1%}, "
+            f"peak memory {result['peak_memory'] / 2**20:.0f} MiB ({result['memory_kind']})"
+        )
+        if args.device == "cuda":
+            line += f", MFU {mfu(result, args.method, peak)}"
+        print(line)
+    if a["tokens"] != b["tokens"]:
+        print(f"warning: the runs saw different token counts ({a['tokens']} vs {b['tokens']})")
+    ratio = (b["tokens"] / b["seconds"]) / (a["tokens"] / a["seconds"])
+    print(f"ratio: {ratio:.2f}")
+    return ratio
+
+
+def child_command(args: argparse.Namespace, workdir: Path, variant: str) -> list[str]:
+    command = [sys.executable, __file__, "--variant", variant, "--workdir", str(workdir)]
+    for name in ("device", "model_shape", "method", "steps", "batch_size", "warmup_steps"):
+        command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return command + ["--seed", str(args.seed)]
+
+
+def bench(args: argparse.Namespace, workdir: Path) -> float:
+    setup = prepare(args, workdir)
+    (workdir / "setup.json").write_text(json.dumps(setup), encoding="utf-8")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    if args.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    best: dict[str, dict] = {}
+    for _ in range(args.repeats):  # alternate, so a slow spell on a shared machine hits both
+        for variant in VARIANTS:
+            log = workdir / f"variant-{variant}.log"
+            result_file = workdir / f"result-{variant}.json"
+            result_file.unlink(missing_ok=True)
+            with open(log, "w", encoding="utf-8") as fh:
+                done = subprocess.run(
+                    child_command(args, workdir, variant),
+                    stdout=fh,
+                    stderr=fh,
+                    env=env,
+                    check=False,
+                )
+            if done.returncode or not result_file.is_file():
+                tail = log.read_text(encoding="utf-8").splitlines()[-15:]
+                raise RuntimeError(f"variant {variant} failed:\n" + "\n".join(tail))
+            result = json.loads(result_file.read_text(encoding="utf-8"))
+            if variant not in best or result["seconds"] < best[variant]["seconds"]:
+                best[variant] = result
+    return report(args, best)
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    if args.variant:  # child: one measured run
+        workdir = Path(args.workdir)
+        setup = json.loads((workdir / "setup.json").read_text(encoding="utf-8"))
+        result = run_variant(args, setup)
+        (workdir / f"result-{args.variant}.json").write_text(json.dumps(result), "utf-8")
+        return 0
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise input_error("--device", "cuda requested but no CUDA device is available")
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        bench(args, Path(args.workdir))
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench_train.") as tmp:
+            bench(args, Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
