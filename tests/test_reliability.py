@@ -112,3 +112,29 @@ def test_a_second_run_from_scratch_gives_identical_results(demo_run, tmp_path):
     adapter = "results/models/tiny-llama2/textonly_demo/lora/adapter_model.safetensors"
     a, b = load_file(str(demo_run / adapter)), load_file(str(workdir / adapter))
     assert all((a[k] == b[k]).all() for k in a)
+
+
+def test_a_failing_benchmark_loses_nothing_else_and_a_rerun_redoes_only_it(demo_run, tmp_path):
+    workdir = clone_run(demo_run, tmp_path / "run")
+    broken = workdir / "resources/demo/benchmarks/ethics_justice.jsonl"
+    good = broken.read_text()
+    broken.write_text('{"label": 1, "scenario": "cut off mid-rec\n')
+    before = {p: p.stat().st_mtime for p in (workdir / "results/eval").rglob("*.json")}
+
+    proc = snakemake(workdir, "--cores", "2", "--keep-going", "--forcerun", "evaluate_base")
+    assert proc.returncode != 0  # the broken benchmark's jobs failed ...
+    for backbone in ("tiny-llama2", "tiny-vicuna"):
+        base = workdir / f"results/eval/{backbone}/base"
+        assert not (base / "ethics_justice.json").exists()  # ... and left nothing behind
+        for other in ("truthfulqa_mc", "ethics_cm", "ethics_virtue"):
+            result = base / f"{other}.json"  # ... while the others were redone and kept
+            assert result.stat().st_mtime > before[result]
+    assert (
+        "ethics_justice"
+        in (workdir / "logs/evaluate/tiny-llama2/base/ethics_justice.log").read_text()
+    )
+
+    broken.write_text(good)
+    dry = snakemake(workdir, "-n")
+    # Only the failed jobs (base) and the runs' results on the edited file, then the tables.
+    assert planned_jobs(dry) == {"evaluate_base": 2, "evaluate_run": 4, "aggregate": 1}

@@ -147,6 +147,22 @@ def test_v0_adds_a_pad_token_and_resizes(tiny_backbone, tiny_corpus, tmp_path):
     assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
 
 
+def test_full_run_saves_in_save_dtype(tiny_backbone, tiny_corpus, tmp_path):
+    """float32 master weights while training, bf16 on disk as the study's checkpoints."""
+    trained32 = tmp_path / "f32"
+    trained16 = tmp_path / "bf16"
+    train(str(tiny_backbone), "v1", "full", tiny_corpus, trained32, FAST | {"max_steps": 1})
+    hp = FAST | {"max_steps": 1, "save_dtype": "bfloat16"}
+    train(str(tiny_backbone), "v1", "full", tiny_corpus, trained16, hp)
+    full, half = state_dict(trained32), state_dict(trained16)
+    assert {t.dtype for t in full.values()} == {torch.float32}
+    assert {t.dtype for t in half.values()} == {torch.bfloat16}
+    for name, tensor in full.items():  # the same run, only rounded
+        assert torch.equal(tensor.to(torch.bfloat16), half[name]), name
+    model = AutoModelForCausalLM.from_pretrained(trained16, dtype="auto")
+    assert model.dtype == torch.bfloat16
+
+
 class CrashAfterSave(TrainerCallback):
     """Stand-in for a job killed right after the checkpoint of `step` was written."""
 

@@ -92,3 +92,14 @@ def test_html_report_holds_tables_and_plots(demo_run):
     assert "summary.csv" in html
     assert "truthfulqa.png" in html and "ethics.png" in html
     assert "benchmark family <strong>ethics</strong>" in html
+
+
+def test_merged_lora_option_plans_merges_and_reevaluates_only_lora(demo_run):
+    extra = write_config(demo_run, "extra_merged.yaml", {"evaluation": {"merged_lora": True}})
+    proc = run_ok(demo_run, "-n", "--configfile", "config/config.yaml", extra)
+    assert planned_jobs(proc) == {
+        "merge_lora": 2,
+        "evaluate_run": 2 * N_BENCHMARKS,
+        "aggregate": 1,
+    }
+    assert "lora.merged" in output_of(proc)

@@ -99,6 +99,7 @@ HPARAM_DEFAULTS = {
     "use_liger_kernel": False,
     "torch_compile": False,
     "tokenized_cache_dir": None,  # None: inside the checkpoint directory (kept for reruns)
+    "save_dtype": "auto",  # dtype of a full run's saved weights; auto: as trained
 }
 # Keys that do not change the trained weights; a resumed run may differ in them.
 _RESUME_INSENSITIVE = (
@@ -139,6 +140,7 @@ _HPARAM_TYPES = {
     "use_liger_kernel": bool,
     "torch_compile": bool,
     "tokenized_cache_dir": (str, type(None)),
+    "save_dtype": str,
 }
 _LORA_TYPES = {
     "r": int,
@@ -208,6 +210,8 @@ def resolve_hparams(given: dict | None) -> dict:
         raise bad("'max_skipped_fraction' must be in [0, 1]")
     if hparams["dtype"] not in DTYPES:
         raise bad(f"'dtype' must be one of {', '.join(DTYPES)}")
+    if hparams["save_dtype"] not in DTYPES:
+        raise bad(f"'save_dtype' must be one of {', '.join(DTYPES)}")
     if hparams["lora"]["bias"] not in ("none", "all", "lora_only"):
         raise bad("'lora.bias' must be none, all or lora_only")
     for key in ("packing", "group_by_length"):
@@ -434,6 +438,24 @@ def _padding_fraction(batches: list[tuple[int, int]]) -> float | None:
     """Share of computed positions that were padding, over the batches built this session."""
     positions = sum(p for _, p in batches)
     return round(1 - sum(t for t, _ in batches) / positions, 4) if positions else None
+
+
+def _cast_saved_weights(model_dir: Path, dtype: str) -> None:
+    """Rewrite a saved model's floating-point weights in `dtype`, shard by shard.
+
+    Training keeps float32 master weights (bf16 only autocasts the compute), so the Trainer
+    saves float32; the study's checkpoints are bf16 (about 13.5 GB for 7B, half the size).
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    target = getattr(torch, dtype)
+    for shard in sorted(model_dir.glob("*.safetensors")):
+        tensors = {
+            name: t.to(target) if t.is_floating_point() else t
+            for name, t in load_file(str(shard)).items()
+        }
+        save_file(tensors, str(shard), metadata={"format": "pt"})
 
 
 def _loss_rows(log_history: list[dict]) -> list[dict]:
@@ -697,6 +719,9 @@ def train(
         (final / "training_args.bin").unlink(missing_ok=True)  # pickled; the JSON says it all
         if method == "full":
             network.config.use_cache = True
+            if hp["save_dtype"] != "auto":
+                _cast_saved_weights(final, hp["save_dtype"])
+                network.config.dtype = hp["save_dtype"]
             network.config.save_pretrained(final)
             tokenizer.save_pretrained(final)
         write_json(final / TRAINING_INFO, info)

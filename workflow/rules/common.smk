@@ -223,14 +223,10 @@ def backbone_inputs(wildcards):
 
 
 def tiny_corpus():
-    """Text the demo tokenizer is trained on: the data sources and the benchmark files."""
-    files = [s for v in config["data"].values() for s in v["sources"]]
-    files += [
-        f
-        for b in config["benchmarks"].values()
-        for f in b.get("data_files", {}).values()
-    ]
-    return sorted(set(files))
+    """Text the demo tokenizers are trained on: the data variants' sources. (Not the
+    benchmark files, so editing a benchmark never rebuilds and retrains the backbones.)
+    """
+    return sorted({s for v in config["data"].values() for s in v["sources"]})
 
 
 # ---------------------------------------------------------------- training
@@ -415,13 +411,13 @@ def eval_runtime(wildcards, attempt):
 # ---------------------------------------------------------------- disk
 
 
-BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2, "auto": 2}
+BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2, "auto": 4}
 
 
 def disk_estimate():
     """Rough disk the grid's model outputs need, so nobody finds out from a full quota.
 
-    Full fine-tunes are saved in the backbone's dtype; a LoRA adapter is about 2% of its
+    Full fine-tunes are saved in their save_dtype (auto: float32); a LoRA adapter is about 2% of its
     base at the study's r=64 on every linear layer; a resumable checkpoint (weights plus
     Adam state, float32) needs about 16 bytes per trained parameter while its job runs.
     """
@@ -430,7 +426,7 @@ def disk_estimate():
     counts = {"full": 0, "lora": 0}
     for backbone, _, method in trained_runs():
         params = size_b(backbone) * 1e9
-        per_param = BYTES_PER_PARAM[config["backbones"][backbone]["dtype"]]
+        per_param = BYTES_PER_PARAM[hparams(backbone, method).get("save_dtype", "auto")]
         trained = params if method == "full" else params * 0.02
         models += params * per_param if method == "full" else trained * 4
         checkpoints = max(checkpoints, trained * 16)
