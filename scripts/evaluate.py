@@ -112,6 +112,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--trust-remote-code", action="store_true", help="allow model code from the model dir"
     )
     parser.add_argument(
+        "--allow-pickle-weights",
+        action="store_true",
+        help="also load pickled .bin weights (default: safetensors only)",
+    )
+    parser.add_argument(
         "--bootstrap-iters",
         type=_non_negative_int,
         default=DEFAULT_BOOTSTRAP_ITERS,
@@ -183,6 +188,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         tokenizer=args.tokenizer,
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
+        allow_pickle_weights=args.allow_pickle_weights,
     )
     what = f"{args.model}" + (f" + adapter {args.adapter}" if args.adapter else "")
     log(f"{benchmark}: tasks {', '.join(tasks)} on {what} ({device}, {args.dtype})")
@@ -207,6 +213,12 @@ def evaluate(args: argparse.Namespace) -> dict:
             "--task",
             f"{exc}; with the hub offline, prefetch it into the HF cache or give --data-files",
         ) from None
+    except OSError as exc:  # the model: missing, or only pickled weights
+        hint = ""
+        if "safetensors" in str(exc) and not args.allow_pickle_weights:
+            hint = "; if it only ships pickled .bin weights and you trust it, set"
+            hint += " allow_pickle_weights: true (--allow-pickle-weights)"
+        raise input_error(args.model, f"cannot load model: {exc}{hint}") from None
     metrics: dict[str, float | None] = {}
     for task in tasks:
         if task not in results["results"]:
@@ -239,6 +251,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             "limit": args.limit,
             "device": device,
             "trust_remote_code": args.trust_remote_code,
+            "allow_pickle_weights": args.allow_pickle_weights,
             "bootstrap_iters": args.bootstrap_iters,
             "data_files": dict(zip(data_files, _given_paths(args.data_files), strict=True)),
         },

@@ -278,13 +278,20 @@ def hf_model_args(
     tokenizer: str | None = None,
     dtype: str = "float32",
     trust_remote_code: bool = False,
+    allow_pickle_weights: bool = False,
 ) -> dict[str, Any]:
-    """model_args of lm-eval's "hf" model: a base model, plus a PEFT adapter when given."""
+    """model_args of lm-eval's "hf" model: a base model, plus a PEFT adapter when given.
+
+    Weights load from safetensors only (lm-eval passes extra model_args on to
+    from_pretrained), unless pickled .bin weights are explicitly allowed.
+    """
     args: dict[str, Any] = {
         "pretrained": model,
         "dtype": dtype,
         "trust_remote_code": trust_remote_code,
     }
+    if not allow_pickle_weights:
+        args["use_safetensors"] = True
     if adapter:
         args["peft"] = adapter
     if tokenizer:

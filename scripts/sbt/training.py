@@ -89,6 +89,7 @@ HPARAM_DEFAULTS = {
     "save_total_limit": 1,
     "max_skipped_fraction": 0.01,
     "trust_remote_code": False,
+    "allow_pickle_weights": False,  # only safetensors unless a backbone's config allows .bin
     "lora": LORA_DEFAULTS,
     "deepspeed": None,  # path of a DeepSpeed JSON config
     "fsdp": None,  # e.g. "full_shard auto_wrap"
@@ -131,6 +132,7 @@ _HPARAM_TYPES = {
     "save_total_limit": (int, type(None)),
     "max_skipped_fraction": _NUMBER,
     "trust_remote_code": bool,
+    "allow_pickle_weights": bool,
     "lora": dict,
     "deepspeed": (str, type(None)),
     "fsdp": (str, type(None)),
@@ -369,7 +371,11 @@ def _callbacks():
 
 
 def _load_model(
-    model_path: str, dtype: str, trust_remote_code: bool, attn_implementation: str | None
+    model_path: str,
+    dtype: str,
+    trust_remote_code: bool,
+    attn_implementation: str | None,
+    allow_pickle_weights: bool = False,
 ):
     import torch
     from transformers import AutoModelForCausalLM
@@ -381,8 +387,14 @@ def _load_model(
     }
     try:
         return AutoModelForCausalLM.from_pretrained(model_path, use_safetensors=True, **kwargs)
-    except OSError:
-        pass  # no safetensors weights: fall back to whatever the checkpoint has
+    except OSError as exc:
+        # Pickled (.bin) weights can run code when loaded: only where the config says so.
+        if not allow_pickle_weights:
+            raise input_error(
+                model_path,
+                f"cannot load safetensors weights ({exc}); if this model only ships pickled"
+                " .bin weights and you trust it, set allow_pickle_weights: true for it",
+            ) from None
     try:
         return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     except OSError as exc:
@@ -616,7 +628,13 @@ def train(
         save_tokenized(cache, examples, n_records, skips)
 
     transformers.set_seed(hp["seed"])  # LoRA matrices are initialised randomly
-    network = _load_model(model, hp["dtype"], hp["trust_remote_code"], attn_implementation)
+    network = _load_model(
+        model,
+        hp["dtype"],
+        hp["trust_remote_code"],
+        attn_implementation,
+        allow_pickle_weights=hp["allow_pickle_weights"],
+    )
     if added_tokens:
         network.resize_token_embeddings(len(tokenizer))  # new rows: mean of the old ones
     network.config.use_cache = False

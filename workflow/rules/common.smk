@@ -246,7 +246,8 @@ def hparams(backbone, method):
         lora.update(layer.get("lora", {}))
     if method == "lora":
         merged["lora"] = lora
-    merged["trust_remote_code"] = config["backbones"][backbone]["trust_remote_code"]
+    for key in ("trust_remote_code", "allow_pickle_weights"):
+        merged[key] = config["backbones"][backbone][key]
     return merged
 
 
@@ -369,13 +370,20 @@ def eval_args(wildcards):
     args += ["--batch-size", str(batch_size)]
     args += ["--seed", str(config["evaluation"]["seed"])]
     args += ["--device", config["evaluation"]["device"]]
-    if (
-        not hasattr(wildcards, "checkpoint")
-        and config["backbones"][wildcards.backbone]["trust_remote_code"]
-    ):
+    settings = eval_settings(wildcards)
+    if settings.get("trust_remote_code"):
         args.append("--trust-remote-code")
+    if settings["allow_pickle_weights"]:
+        args.append("--allow-pickle-weights")
     args += ["--run-info", json.dumps(run_info(wildcards), sort_keys=True)]
     return args
+
+
+def eval_settings(wildcards):
+    """The config entry of the model a result belongs to: external checkpoint or backbone."""
+    if hasattr(wildcards, "checkpoint"):
+        return config["external"][wildcards.checkpoint]
+    return config["backbones"][wildcards.backbone]
 
 
 def run_info(wildcards):
