@@ -3,9 +3,10 @@
 
 By default this applies the published rule exactly: every "<image>" in the first turn of
 each record becomes "" and everything else is kept. Several inputs are concatenated in
-order. The output is a JSON list with one record per line; its parsed content equals what
-the published json.load / replace / json.dump loop writes, at a fraction of the time and
-memory. Clean-ups are opt-in flags and recorded in the statistics.
+order. The output is a JSON list of records; its parsed content equals what the published
+json.load / replace / json.dump loop writes, at a fraction of the time and memory (a large
+file is read by two processes at once, see sbt.llava). Clean-ups are opt-in flags and
+recorded in the statistics.
 """
 
 from __future__ import annotations
@@ -14,17 +15,10 @@ import argparse
 import sys
 import time
 
-from sbt.common import cli
+from sbt.common import cli, int_at_least
 from sbt.llava import ConvertOptions, convert, summary_lines
 
 __all__ = ["convert", "main", "parse_args"]
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,11 +48,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--max-records",
-        type=_non_negative,
+        type=int_at_least(0),
         metavar="N",
         help="keep a seeded random subset of N records (in their original order)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for --max-records (default 0)")
+    parser.add_argument(
+        "--single-process",
+        action="store_true",
+        help="convert in this process only (by default a large file is split between two)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
     return parser.parse_args(argv)
 
@@ -90,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         stats_path=args.stats,
         options=options,
         progress=None if args.quiet else report_progress,
+        parallel=not args.single_process,
     )
     if not args.quiet:
         elapsed = time.perf_counter() - started

@@ -27,6 +27,7 @@ from sbt.common import (
     atomic_path,
     cli,
     input_error,
+    int_at_least,
     provenance,
     unshadow_scripts_dir,
     write_json,
@@ -57,20 +58,6 @@ def log(message: str) -> None:
     print(f"[evaluate] {message}", file=sys.stderr, flush=True)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="model directory (or a cached HF id)")
@@ -85,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--num-fewshot",
-        type=_non_negative_int,
+        type=int_at_least(0),
         default=0,
         help="examples in each prompt (tasks whose config fixes 0 shots keep 0)",
     )
@@ -103,8 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="METRIC",
         help="metrics to report (default: every metric lm-eval reports)",
     )
-    parser.add_argument("--batch-size", type=_positive_int, default=8)
-    parser.add_argument("--limit", type=_positive_int, help="only the first N documents per task")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=8)
+    parser.add_argument("--limit", type=int_at_least(1), help="only the first N documents per task")
     parser.add_argument("--dtype", choices=DTYPES, default="float32")
     parser.add_argument("--seed", type=int, default=1234, help="every lm-eval random seed")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
@@ -118,7 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--bootstrap-iters",
-        type=_non_negative_int,
+        type=int_at_least(0),
         default=DEFAULT_BOOTSTRAP_ITERS,
         help=f"bootstrap resamples for stderr entries (default {DEFAULT_BOOTSTRAP_ITERS})",
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -601,3 +603,264 @@ def test_convert_record_reports_invalid_records():
     assert counts["tags_removed"] == 1 and counts["rounds"] == 1
     with pytest.raises(ValueError, match=r"conversations\[0\].value"):
         llava.convert_record({"conversations": [{"from": "human", "value": 3}]})
+
+
+# -- two processes ----------------------------------------------------------------------
+
+
+def mixed_records(count: int, seed: int) -> list:
+    """Generated records with the edge cases mixed in, so both parts of a split hold some."""
+    records = list(generate_records(count, seed=seed))
+    step = count // len(EDGE_RECORDS) + 1
+    for number, edge in enumerate(EDGE_RECORDS):
+        records.insert(5 + number * step, json.loads(json.dumps(edge)))
+    return records
+
+
+@pytest.fixture
+def split_always(monkeypatch):
+    """Split every file (however small, on any machine); return what the helpers sent back."""
+    monkeypatch.setattr(llava, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(llava, "_can_fork", lambda: True)
+    results = []
+    original = llava._PartHelper.result
+
+    def spy(helper):
+        result = original(helper)
+        results.append(result)
+        return result
+
+    monkeypatch.setattr(llava._PartHelper, "result", spy)
+    return results
+
+
+def convert_both_ways(tmp_path: Path, sources: list[Path], **options) -> tuple[list, dict, dict]:
+    """Convert in two processes and in one; return the parsed output and both stats."""
+    two, one = tmp_path / "two" / "o.json", tmp_path / "one" / "o.json"
+    opts = llava.ConvertOptions(**options)
+    stats_two = llava.convert(sources, two, options=opts)
+    stats_one = llava.convert(sources, one, options=opts, parallel=False)
+    produced = read_output(two)
+    assert produced == read_output(one)
+    assert sorted(p.name for p in two.parent.iterdir()) == ["o.json"]  # no fragment left
+    return produced, stats_two, stats_one
+
+
+@pytest.mark.parametrize("layout", [{"indent": 4}, {"ensure_ascii": False}])
+def test_two_processes_write_what_one_does(tmp_path, split_always, layout):
+    records = mixed_records(600, seed=11)
+    records[450]["conversations"][1]["value"] += " ünïcödé ✓ 猫 \U0001f600"
+    source = write_json_file(tmp_path / "raw.json", records, **layout)
+    produced, stats_two, stats_one = convert_both_ways(tmp_path, [source])
+    assert len(split_always) == 1 and split_always[0] is not None  # the helper did its part
+    assert 0 < split_always[0].records < len(records)
+    assert produced == run_published_snippet(source, tmp_path)
+    assert stats_two == stats_one
+    assert stats_two["sources"][0]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert stats_two["duplicate_ids"]["count"] > 0
+
+
+def test_two_processes_with_escaped_tags_and_several_inputs(tmp_path, split_always):
+    escaped = (
+        '{"id": "esc%d", "conversations": [{"from": "human", "value": "\\u003cimage>\\nQ?"},'
+        ' {"from": "gpt", "value": "\\ud800 <image>"}]}'
+    )
+    records = [json.dumps(r) for r in mixed_records(300, seed=3)]
+    records[200:200] = [escaped % n for n in range(3)]
+    first = tmp_path / "first.json"
+    first.write_text("[\n" + ",\n".join(records) + "\n]", encoding="utf-8")
+    second = write_json_file(tmp_path / "second.json", mixed_records(200, seed=4), indent=2)
+    produced, stats_two, stats_one = convert_both_ways(tmp_path, [first, second])
+    assert len(split_always) == 2 and None not in split_always
+    expected = run_published_snippet(first, tmp_path) + run_published_snippet(second, tmp_path)
+    assert produced == expected
+    assert stats_two == stats_one
+
+
+def test_two_processes_merge_skipped_records_in_file_order(tmp_path, split_always, monkeypatch):
+    monkeypatch.setattr(llava, "MAX_LISTED", 3)
+    records = mixed_records(400, seed=8)
+    for position in (10, 300, 320, 380):
+        records[position] = {"id": f"bad{position}", "conversations": "not a list"}
+    source = write_json_file(tmp_path / "raw.json", records, indent=4)
+    _, stats_two, stats_one = convert_both_ways(tmp_path, [source], skip_invalid=True)
+    assert split_always[0] is not None and split_always[0].skipped_count == 3
+    assert stats_two == stats_one
+    assert stats_two["skipped_invalid"] == 4
+    assert [entry["index"] for entry in stats_two["skipped"]] == [10, 300, 320]
+
+
+def test_two_processes_with_non_default_options(tmp_path, split_always):
+    source = write_json_file(tmp_path / "raw.json", mixed_records(400, seed=6), indent=4)
+    options = {"strip_newline": True, "all_turns": True, "drop_image_key": True}
+    _, stats_two, stats_one = convert_both_ways(tmp_path, [source], **options)
+    assert split_always[0] is not None
+    assert stats_two == stats_one
+
+
+def break_late(text: str, how: str) -> str:
+    """Spoil a pretty-printed list near its end (in the helper's part)."""
+    at = text.rindex('"from": "gpt"', 0, len(text) - 3000)
+    if how == "invalid-record":
+        return text[:at] + '"from": "robot"' + text[at + len('"from": "gpt"') :]
+    if how == "malformed":
+        return text[:at] + '"from" "gpt"' + text[at + len('"from": "gpt"') :]
+    if how == "truncated":
+        return text[:at]
+    if how == "trailing-data":
+        return text + " {}"
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["invalid-record", "malformed", "truncated", "trailing-data"])
+def test_errors_in_the_helpers_part_read_as_in_one_process(tmp_path, split_always, how):
+    text = json.dumps(mixed_records(400, seed=9), indent=4)
+    source = tmp_path / "bad.json"
+    source.write_text(break_late(text, how), encoding="utf-8")
+    messages = []
+    for parallel in (True, False):
+        out = tmp_path / f"out-{parallel}" / "o.json"
+        with pytest.raises(InputError) as caught:
+            llava.convert([source], out, parallel=parallel)
+        messages.append(str(caught.value))
+        assert list(out.parent.iterdir()) == []  # neither output nor fragment left
+    assert split_always == [None]  # the helper gave up; this process found the problem
+    assert messages[0] == messages[1]
+    late = re.search(r": record (\d+)", messages[0])
+    assert int(late.group(1)) > 300 if late else "after the closing ']'" in messages[0]
+
+
+def test_invalid_utf8_in_the_helpers_part(tmp_path, split_always):
+    data = json.dumps(mixed_records(300, seed=2), indent=4).encode()
+    source = tmp_path / "bad.json"
+    at = len(data) - 2000
+    source.write_bytes(data[:at] + b"\xff" + data[at + 1 :])
+    messages = []
+    for parallel in (True, False):
+        with pytest.raises(InputError) as caught:
+            llava.convert([source], tmp_path / "o.json", parallel=parallel)
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1] and f"not valid UTF-8 at byte {at}" in messages[0]
+
+
+@pytest.mark.parametrize("where", ["turn", "string"])
+def test_a_wrong_split_guess_costs_nothing_but_time(tmp_path, split_always, monkeypatch, where):
+    records = mixed_records(300, seed=12)
+    records[150]["conversations"][0]["value"] = 'tricky }, {"conversations": []}, { text'
+    source = write_json_file(tmp_path / "raw.json", records, indent=4)
+    data = source.read_bytes()
+    if where == "turn":  # the "{" of a turn inside a record
+        guess = data.index(b'{\n                "from"', len(data) // 2)
+    else:  # a "{" inside a string that looks like a record
+        guess = data.index(b'{\\"conversations')
+    monkeypatch.setattr(llava, "_split_point", lambda path, size: guess)
+    produced, stats_two, stats_one = convert_both_ways(tmp_path, [source])
+    assert split_always == []  # the main stream read on: the helper's part was never used
+    assert produced == run_published_snippet(source, tmp_path)
+    assert stats_two == stats_one
+
+
+def test_a_crashing_helper_is_replaced_by_this_process(tmp_path, split_always, monkeypatch):
+    def crash(*args):
+        os._exit(3)
+
+    monkeypatch.setattr(llava, "_convert_part", crash)
+    source = write_json_file(tmp_path / "raw.json", mixed_records(300, seed=13), indent=4)
+    _, stats_two, stats_one = convert_both_ways(tmp_path, [source])
+    assert split_always == [None]
+    assert stats_two == stats_one
+
+
+def test_split_point_is_a_record_start(tmp_path):
+    source = write_json_file(tmp_path / "raw.json", mixed_records(300, seed=14), indent=4)
+    size = source.stat().st_size
+    split = llava._split_point(source, size)
+    assert split is not None and split >= size * llava.SPLIT_SHARE
+    record, _ = json.JSONDecoder().raw_decode(source.read_bytes()[split:].decode())
+    assert "conversations" in record
+    one_record = write_json_file(tmp_path / "one.json", [{**GOOD, "pad": "x" * 10_000}])
+    assert llava._split_point(one_record, one_record.stat().st_size) is None
+
+
+def test_stream_stops_only_where_an_element_starts(tmp_path):
+    records = mixed_records(200, seed=15)
+    source = write_json_file(tmp_path / "raw.json", records, indent=4)
+    data = source.read_bytes()
+    boundary = data.index(b"{", data.index(b"\n    },\n", len(data) // 2))
+    first = llava.RecordStream(source, chunk_bytes=512, stop=boundary)
+    head = list(first)
+    assert first.stopped and 0 < len(head) < len(records)
+    rest = llava.RecordStream(source, start=boundary, first_index=len(head), sha256=first.sha256)
+    tail = list(rest)
+    assert [record for _, record in head + tail] == records
+    assert [index for index, _ in head + tail] == list(range(len(records)))
+    assert first.sha256.hexdigest() == hashlib.sha256(data).hexdigest()
+    inside = data.index(b'"value"', boundary) - 4  # in the middle of a record
+    wrong = llava.RecordStream(source, chunk_bytes=512, stop=inside)
+    assert [record for _, record in wrong] == records and not wrong.stopped
+
+
+def test_run_totals_equal_the_sum_of_records():
+    records = [json.loads(json.dumps(r)) for r in mixed_records(300, seed=16)]
+    records.insert(120, {"id": "broken", "conversations": [turn("human", 3)]})
+    for options in (llava.ConvertOptions(), llava.ConvertOptions(all_turns=True)):
+        batch = json.loads(json.dumps(records))
+        totals, ids = [0] * len(llava.COUNTERS), []
+        stop, changed = llava._convert_run(batch, 0, options, totals, ids)
+        assert stop == 120 and changed
+        per_record = [
+            llava.convert_record(json.loads(json.dumps(r)), options) for r in records[:120]
+        ]
+        assert totals == [sum(c[name] for c in per_record) for name in llava.COUNTERS]
+        assert ids == [r.get("id") for r in records[:120]]
+    # A record that loses a tag but then proves invalid changes nothing that is written.
+    broken_late = {"id": "b", "conversations": [turn("human", "<image>\nHi"), turn("bot", "x")]}
+    totals = [0] * len(llava.COUNTERS)
+    result = llava._convert_run([dict(GOOD), broken_late], 0, llava.ConvertOptions(), totals, [])
+    assert result == (1, False)
+    assert totals[llava.COUNTERS.index("tags_removed")] == 0
+
+
+def test_single_process_flag(tmp_path, capsys, split_always):
+    source = write_json_file(tmp_path / "raw.json", mixed_records(200, seed=17), indent=4)
+    args = ["--input", str(source), "--output", str(tmp_path / "o.json"), "--quiet"]
+    assert run_cli([*args, "--single-process"], capsys)[0] == 0
+    assert split_always == []
+    assert run_cli(args, capsys)[0] == 0
+    assert len(split_always) == 1
+
+
+def test_fragment_is_appended_without_copy_file_range(tmp_path, split_always, monkeypatch):
+    def unsupported(*args, **kwargs):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", unsupported, raising=False)
+    source = write_json_file(tmp_path / "raw.json", mixed_records(300, seed=18), indent=4)
+    produced, stats_two, stats_one = convert_both_ways(tmp_path, [source])
+    assert split_always[0] is not None
+    assert produced == run_published_snippet(source, tmp_path)
+    assert stats_two == stats_one
+
+
+def test_duplicate_ids_are_counted_in_file_order_across_batches(monkeypatch):
+    monkeypatch.setattr(llava, "MAX_LISTED_DUPLICATES", 4)
+    batches = [["a", None, 1, "b"], ["c", "d", None], ["c", "1", "e", "e"], [1, "a", "f", "a"]]
+    stats = llava.ConversionStats(llava.ConvertOptions())
+    for batch in batches:
+        stats.add_ids(batch)
+    # In order: "c" (seen in batch 2), "e" (twice in batch 3), 1 and "a" (batch 1), "a" again.
+    assert stats.duplicate_count == 5
+    assert stats.duplicates == ["c", "e", 1, "a"]
+    assert stats.seen_ids == {"a", 1, "b", "c", "d", "1", "e", "f"}
+
+
+def test_bench_runs_and_compares_outputs(tmp_path, capsys):
+    import bench_convert
+
+    args = ["--records", "300", "--repeat", "1", "--workdir", str(tmp_path)]
+    assert bench_convert.main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "first turn from gpt" in lines[0] and "without image" in lines[0]
+    assert "outputs parse to identical content: yes" in lines
+    assert lines[-1].startswith("ratio: ")
+    assert list(tmp_path.iterdir()) == []  # its temporary folder is gone

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import json
@@ -12,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from importlib import metadata
 from pathlib import Path
 
 # Packages whose versions decide results; recorded in every model directory and result JSON.
@@ -78,6 +78,19 @@ def read_json_file(path: str | os.PathLike) -> object:
     return items
 
 
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse `type` for integers >= minimum, with argparse's own error message."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}")
+        return value
+
+    parse.__name__ = f"int >= {minimum}"
+    return parse
+
+
 def cli(main: Callable[..., int | None]) -> Callable[..., int]:
     """Run a stage's main(): an InputError becomes one `error:` line on stderr and exit 2."""
 
@@ -133,6 +146,8 @@ def write_json(path: str | os.PathLike, obj: object, *, indent: int | None = 2) 
 
 
 def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:
+    from importlib import metadata  # here, not at import: every stage script loads this module
+
     versions: dict[str, str | None] = {}
     for name in names:
         try:

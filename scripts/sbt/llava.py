@@ -3,12 +3,34 @@
 The study turns LLaVA's visual instructions into text-only ones by deleting the ``<image>``
 placeholder from the first turn of every record and keeping everything else. The largest
 collection (the 665k mix) is about 1 GB: ``json.load`` of it costs several GB of Python
-objects and ``json.dump(indent=4)`` runs the slow pure-Python encoder. Here records are
-parsed a buffer at a time with the stdlib's C scanner, checked, converted and measured in
-one pass; the output reuses the source text wherever that is exact (unchanged records, or
-records whose only change is deleted literal tags) and encodes any other record compactly
-with the C encoder. Memory stays flat, and the output parses to exactly the records the
-published loop writes.
+objects and ``json.dump(indent=4)`` runs the slow pure-Python encoder.
+
+How convert() is fast and still exact:
+
+- One pass, flat memory. RecordStream decodes the file 64 KB at a time and parses the
+  elements of the list with the stdlib's C scanner, handing them out in groups together
+  with their source text; the SHA-256 of the file is updated as the bytes go by.
+- Little work per record. _convert_run() validates, converts and measures a run of
+  records in one flat loop. The output of a run whose only change is deleted literal
+  tags is its source text with the tags deleted (checked: as many literal tags as the
+  records lost, and no escaped tag character anywhere), so nearly nothing is encoded
+  again; other records are encoded compactly by the C encoder.
+- Two processes for a large file. The file is cut where a record seems to start
+  (_split_point(), at SPLIT_SHARE of its bytes). A forked helper converts from there to
+  the end into a fragment file, while this process converts the part before it with a
+  RecordStream told to stop at the cut. The stream stops only if an element really
+  starts there in the sequential reading; otherwise it reads on and the helper's work
+  is thrown away, so a bad guess costs time, never correctness. After its part, this
+  process hashes the rest of the file, then appends the helper's fragment to the output
+  (copy_file_range, in the kernel) and adds the helper's counters, ids (for duplicates)
+  and skipped records. If the helper fails in any way (bad input in its part included),
+  this process converts that part itself, so errors read exactly as without the helper.
+  The main share is below one half because this process also hashes the whole file
+  and appends the fragment. Small files, subsampling and one-CPU machines stay in one
+  process.
+
+The output parses to exactly the records the published loop writes; only whitespace
+between records differs.
 """
 
 from __future__ import annotations
@@ -16,9 +38,13 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import marshal
 import os
 import random
 import re
+import signal
+import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +73,14 @@ _CUT_MARGIN = 64
 # At the end of the file, an error followed only by such a token fragment means truncation.
 _CUT_TOKEN = re.compile(r"[\w.+\-\\]*[ \t\n\r]*")
 
+# Splitting large files between two processes (see the module docstring).
+PARALLEL_MIN_BYTES = 16 << 20  # smaller files are done before a helper would pay off
+SPLIT_SHARE = 0.46  # where, as a share of the file's bytes, to look for a record to split at
+_SPLIT_WINDOW = 1 << 20  # bytes read there to find one
+_SPLIT_TRIES = 200
+_RECORD_GAP = re.compile(r"\}[ \t\n\r]*,[ \t\n\r]*\{")
+_AFTER_ELEMENT = re.compile(r"[ \t\n\r]*[,\]]")
+
 
 def json_type(value: object) -> str:
     """The JSON name of a parsed value's type, for error messages users can map to the file."""
@@ -63,14 +97,25 @@ def json_type(value: object) -> str:
     return "a number"
 
 
-def _position(path: Path, char_offset: int) -> str:
-    """Byte offset and line of a character offset, computed only when reporting an error."""
+def _position(path: Path, char_offset: int, start: int = 0) -> str:
+    """Byte offset and line of a character offset (counted from byte ``start``).
+
+    Computed only when reporting an error, so it simply reads the file again.
+    """
     decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
     with open(path, "rb") as fh:
-        head = fh.read(len(codecs.BOM_UTF8))
-        byte_offset = len(head) if head == codecs.BOM_UTF8 else 0
-        fh.seek(byte_offset)
         line = 1
+        if start:
+            while fh.tell() < start:
+                raw = fh.read(min(_CHUNK_BYTES, start - fh.tell()))
+                if not raw:
+                    break
+                line += raw.count(b"\n")
+            byte_offset = start
+        else:
+            head = fh.read(len(codecs.BOM_UTF8))
+            byte_offset = len(head) if head == codecs.BOM_UTF8 else 0
+        fh.seek(byte_offset)
         remaining = char_offset
         while remaining > 0:
             raw = fh.read(_CHUNK_BYTES)
@@ -104,18 +149,40 @@ class RecordStream:
     and with the source text). Whitespace and layout are free. A file that ends early, is
     not valid UTF-8, is not JSON, or whose top level is not a list raises an InputError
     naming the file, the record index and the byte offset. While reading, ``sha256``,
-    ``bytes_read`` and ``records`` describe what has been read so far.
+    ``bytes_read`` and ``records`` describe what this stream has read so far.
+
+    Two options let several readers share one file (see convert()). ``start``: begin at
+    this byte offset, where an element of the list starts (its index is ``first_index``);
+    the opening ``[`` then lies before it. ``stop``: a byte offset where an element is
+    thought to start. If the elements do start there, the stream ends just before it and
+    sets ``stopped``; if not, it ignores ``stop`` and reads on as if it had not been given,
+    so a wrong guess costs time, never correctness. ``sha256`` may be a hash object to go
+    on updating (None: a new one; False: do not hash).
     """
 
-    def __init__(self, path: str | os.PathLike, chunk_bytes: int | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        chunk_bytes: int | None = None,
+        *,
+        start: int = 0,
+        first_index: int = 0,
+        stop: int | None = None,
+        sha256: object = None,
+    ):
         self.path = Path(path)
         self.chunk_bytes = chunk_bytes or _CHUNK_BYTES
-        self.sha256 = hashlib.sha256()
+        self.start = start
+        self.first_index = first_index
+        self.sha256 = hashlib.sha256() if sha256 is None else sha256 or None
         self.bytes_read = 0
         self.records = 0
+        self.stopped = False
+        self._stop = stop if stop is not None and stop > start else None
         self._scan = json.JSONDecoder().scan_once
         self._fh = None
-        self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
+        # A byte order mark is only allowed at the very start of the file.
+        self._decoder = codecs.getincrementaldecoder("utf-8" if start else "utf-8-sig")()
         self._buf = ""
         self._pos = 0
         self._start = 0  # where the element just decoded by _decode() starts
@@ -133,35 +200,57 @@ class RecordStream:
             raise input_error(self.path, f"cannot read: {exc.strerror}") from None
         with fh:
             self._fh = fh
-            if self._open_list():
+            if self.start:
+                fh.seek(self.start)
+                self._skip_whitespace()
+                yield from self._groups()
+            elif self._open_list():
                 yield from self._groups()
 
     # -- buffer handling --------------------------------------------------------------
     def _refill(self, at_least: int = 0) -> None:
-        raw = self._fh.read(max(self.chunk_bytes, at_least))
+        size = max(self.chunk_bytes, at_least)
+        if self._stop is not None:
+            room = self._stop - self.start - self.bytes_read
+            if room > 0:
+                size = min(size, room)  # never read past the hoped-for stop ...
+            else:
+                self._stop = None  # ... but more is needed before it: no element starts there
+        raw = self._fh.read(size)
         pending = len(self._decoder.getstate()[0])
         try:
             text = self._decoder.decode(raw, final=not raw)
         except UnicodeDecodeError as exc:
-            where = self.bytes_read - pending + exc.start
+            where = self.start + self.bytes_read - pending + exc.start
             raise input_error(self.path, f"not valid UTF-8 at byte {where}") from None
-        self.sha256.update(raw)
+        if self.sha256 is not None:
+            self.sha256.update(raw)
         self.bytes_read += len(raw)
         self._eof = not raw
         self._base += self._pos
         self._buf = self._buf[self._pos :] + text
         self._pos = 0
 
-    def _skip_whitespace(self) -> None:
-        """Move past whitespace; afterwards a character is available unless the file ended."""
+    def _skip_whitespace(self, may_stop: bool = False) -> None:
+        """Move past whitespace; afterwards a character is available unless the file ended
+        (or, with ``may_stop``, the stream is at its stop)."""
         while True:
             self._pos = _WHITESPACE.match(self._buf, self._pos).end()
-            if self._pos < len(self._buf) or self._eof:
+            if self._pos < len(self._buf) or self._eof or (may_stop and self._at_stop()):
                 return
             self._refill()
 
+    def _at_stop(self) -> bool:
+        """Whether everything before the stop offset is read, decoded and consumed."""
+        return (
+            self._stop is not None
+            and self.start + self.bytes_read == self._stop
+            and self._pos >= len(self._buf)
+            and not self._decoder.getstate()[0]
+        )
+
     def _where(self, buffer_pos: int) -> str:
-        return _position(self.path, self._base + buffer_pos)
+        return _position(self.path, self._base + buffer_pos, self.start)
 
     # -- grammar ----------------------------------------------------------------------
     def _open_list(self) -> bool:
@@ -188,7 +277,7 @@ class RecordStream:
         return True
 
     def _groups(self) -> Iterator[RecordGroup]:
-        index = 0
+        index = self.first_index
         scan = self._scan
         separator = _SEPARATOR.match
         while True:
@@ -207,15 +296,18 @@ class RecordStream:
                 if end >= size:
                     break
                 found = separator(buf, end)
-                if found is None or found.end() >= size:
+                if found is None:
+                    break
+                after = found.end()
+                if after >= size:
                     break
                 records.append(value)
                 bounds.append((pos - group_start, end - group_start))
-                pos = found.end()
+                pos = after
             if records:
                 self._pos = pos
                 index += len(records)
-                self.records = index
+                self.records = index - self.first_index
                 last_end = bounds[-1][1]
                 yield RecordGroup(
                     index - len(records), records, buf[group_start : group_start + last_end], bounds
@@ -223,6 +315,9 @@ class RecordStream:
 
             # Careful path: one element, reading more of the file as needed.
             if self._pos >= len(self._buf):
+                if self._at_stop():
+                    self.stopped = True  # an element starts at the stop: leave it to others
+                    return
                 raise input_error(
                     self.path,
                     f"truncated JSON: the file ends where a record should start "
@@ -231,7 +326,7 @@ class RecordStream:
                 )
             value = self._decode(index)
             text = self._buf[self._start : self._pos]
-            self.records = index + 1
+            self.records = index + 1 - self.first_index
             yield RecordGroup(index, [value], text, [(0, len(text))])
             index += 1
             self._skip_whitespace()
@@ -253,7 +348,7 @@ class RecordStream:
                     f"after record {index - 1}",
                 )
             self._pos += 1
-            self._skip_whitespace()
+            self._skip_whitespace(may_stop=True)
 
     def _decode(self, index: int) -> object:
         while True:
@@ -397,71 +492,100 @@ COUNTERS = (
 _TAGS_REMOVED = COUNTERS.index("tags_removed")
 
 
-def _convert_in_place(record: object, options: ConvertOptions) -> tuple[tuple, bool] | None:
-    """Validate, convert and measure a record in one pass: the hot loop of convert().
+def _convert_run(
+    records: list, first: int, options: ConvertOptions, totals: list[int], ids: list
+) -> tuple[int, bool]:
+    """Validate, convert and measure ``records[first:]`` in place: the hot loop of convert().
 
-    Returns ``(counters, changed)``, or None when the record is invalid (find_problem()
-    then says why; both check the same schema). The published rule: every IMAGE_TOKEN in
-    the first turn's value becomes "", whatever that turn's role.
+    Stops at the first invalid record and returns ``(stop, changed)``: that record's
+    position (``len(records)`` when all are valid; find_problem() says what is wrong, both
+    check the same schema) and whether any record before it changed. The counters of
+    ``records[first:stop]`` are added to ``totals`` (ordered as COUNTERS) and their ids
+    (None where absent) appended to ``ids``. The published rule: every IMAGE_TOKEN in the
+    first turn's value becomes "", whatever that turn's role.
+
+    Written as one flat loop with local tallies because it runs for every record; a record
+    only adds its tallies to the run's once it has turned out valid.
     """
-    if type(record) is not dict:
-        return None
-    if "id" in record:
-        rid = record["id"]
-        if type(rid) is not str and type(rid) is not int:
-            return None
-    turns = record.get("conversations")
-    if type(turns) is not list or not turns:
-        return None
     strip = options.strip_newline
     every_turn = options.all_turns
+    drop_image = options.drop_image_key
     changed = False
-    removed = left_later = empty = rounds = 0
+    with_image = removed = left_later = first_from_gpt = empty = rounds = 0
     human_messages = human_chars = assistant_messages = assistant_chars = 0
-    after_human = False
-    in_first_turn = True
-    for turn in turns:
-        if type(turn) is not dict:
-            return None
-        value = turn.get("value")
-        if type(value) is not str:
-            return None
-        if IMAGE_TOKEN in value:
-            if in_first_turn or every_turn:
-                removed += value.count(IMAGE_TOKEN)
-                value = value.replace(IMAGE_TOKEN, "")
-                if strip:
-                    value = value.strip()
-                turn["value"] = value
-                changed = True
+    stop = first
+    for stop in range(first, len(records)):
+        record = records[stop]
+        if type(record) is not dict:
+            break
+        rid = record.get("id")
+        if type(rid) is not str and type(rid) is not int and (rid is not None or "id" in record):
+            break
+        turns = record.get("conversations")
+        if type(turns) is not list or not turns:
+            break
+        record_removed = record_left = record_empty = record_rounds = 0
+        record_human = record_human_chars = record_assistant = record_assistant_chars = 0
+        after_human = record_changed = False
+        in_first_turn = True
+        for turn in turns:
+            if type(turn) is not dict:
+                break
+            value = turn.get("value")
+            if type(value) is not str:
+                break
+            if IMAGE_TOKEN in value:
+                if in_first_turn or every_turn:
+                    record_removed += value.count(IMAGE_TOKEN)
+                    value = value.replace(IMAGE_TOKEN, "")
+                    if strip:
+                        value = value.strip()
+                    turn["value"] = value
+                    record_changed = True
+                else:
+                    record_left += value.count(IMAGE_TOKEN)
+            in_first_turn = False
+            role = turn.get("from")
+            if role == HUMAN:
+                record_human += 1
+                record_human_chars += len(value)
+                after_human = True
+            elif role == ASSISTANT:
+                record_assistant += 1
+                record_assistant_chars += len(value)
+                record_rounds += after_human
+                after_human = False
             else:
-                left_later += value.count(IMAGE_TOKEN)
-        in_first_turn = False
-        role = turn.get("from")
-        if role == HUMAN:
-            human_messages += 1
-            human_chars += len(value)
-            after_human = True
-        elif role == ASSISTANT:
-            assistant_messages += 1
-            assistant_chars += len(value)
-            rounds += after_human
-            after_human = False
-        else:
-            return None
-        if not value or value.isspace():
-            empty += 1
-    with_image = "image" in record
-    if with_image and options.drop_image_key:
-        del record["image"]
-        changed = True
-    first_from_gpt = turns[0]["from"] == ASSISTANT
-    counters = (
-        1,
-        int(with_image),
+                break
+            if not value or value.isspace():
+                record_empty += 1
+        else:  # every turn valid: the record counts
+            if "image" in record:
+                with_image += 1
+                if drop_image:
+                    del record["image"]
+                    record_changed = True
+            changed = changed or record_changed
+            first_from_gpt += turns[0]["from"] == ASSISTANT
+            removed += record_removed
+            left_later += record_left
+            empty += record_empty
+            rounds += record_rounds
+            human_messages += record_human
+            human_chars += record_human_chars
+            assistant_messages += record_assistant
+            assistant_chars += record_assistant_chars
+            ids.append(rid)
+            continue
+        break  # an invalid turn
+    else:
+        stop = len(records)
+    tallies = (
+        stop - first,
+        with_image,
         removed,
         left_later,
-        int(first_from_gpt),
+        first_from_gpt,
         empty,
         rounds,
         human_messages,
@@ -469,7 +593,16 @@ def _convert_in_place(record: object, options: ConvertOptions) -> tuple[tuple, b
         assistant_messages,
         assistant_chars,
     )
-    return counters, changed
+    for position, tally in enumerate(tallies):
+        totals[position] += tally
+    return stop, changed
+
+
+def _convert_in_place(record: object, options: ConvertOptions) -> tuple[tuple, bool] | None:
+    """Convert one record: ``(counters, changed)``, or None when it is invalid."""
+    totals = [0] * len(COUNTERS)
+    stop, changed = _convert_run([record], 0, options, totals, [])
+    return (tuple(totals), changed) if stop else None
 
 
 def convert_record(record: dict, options: ConvertOptions = ConvertOptions()) -> dict[str, int]:
@@ -522,26 +655,48 @@ class ConversionStats:
                 {"file": str(path), "index": index, "id": rid, "reason": where + message}
             )
 
-    def fold(self, rows: list[tuple], ids: list) -> None:
-        """Add a batch of per-record counters and ids (summed in C, not per record)."""
+    def add_counters(self, rows: list[tuple]) -> None:
+        """Add a batch of per-record counters (summed in C, not per record)."""
         if rows:
             for position, total in enumerate(map(sum, zip(*rows, strict=True))):
                 self.counters[position] += total
-        batch = set(ids)
-        batch.discard(None)
-        known = len(ids) - ids.count(None)
-        if len(batch) == known and self.seen_ids.isdisjoint(batch):
-            self.seen_ids |= batch
-            return
+
+    def fold(self, rows: list[tuple], ids: list) -> None:
+        """Add a batch of per-record counters and ids, in file order."""
+        self.add_counters(rows)
+        self.add_ids(ids)
+
+    def add_ids(self, ids: list) -> None:
+        """Count duplicates among a batch of ids (None: no id), in file order."""
+        seen = self.seen_ids
+        if seen.isdisjoint(ids):
+            before = len(seen)
+            seen.update(ids)
+            seen.discard(None)
+            if len(seen) - before == len(ids) - ids.count(None):
+                return  # all new and all different: the usual case, done in C
+            earlier: set = set()  # repeats within the batch only
+        else:
+            earlier = seen
         for rid in ids:
             if rid is None:
                 continue
-            if rid in self.seen_ids:
+            if rid in earlier:
                 self.duplicate_count += 1
                 if len(self.duplicates) < MAX_LISTED_DUPLICATES and rid not in self.duplicates:
                     self.duplicates.append(rid)
             else:
-                self.seen_ids.add(rid)
+                earlier.add(rid)
+
+    def merge_part(self, part: _PartResult, first_index: int) -> None:
+        """Add what a helper process found in the part of the file after this one's."""
+        for position, total in enumerate(part.counters):
+            self.counters[position] += total
+        self.add_ids(part.ids)
+        self.skipped_count += part.skipped_count
+        self.sources[-1].skipped_invalid += part.skipped_count
+        for entry in part.skipped[: max(0, MAX_LISTED - len(self.skipped))]:
+            self.skipped.append({**entry, "index": entry["index"] + first_index})
 
     def as_dict(self) -> dict:
         totals = dict(zip(COUNTERS, self.counters, strict=True))
@@ -579,16 +734,18 @@ class _ListWriter:
 
     An item is either source text (one record or several with their separators, kept when
     that is exact) or a record encoded compactly by the C encoder; items are joined by
-    ",\n". Either way the list parses back to the converted records.
+    ",\\n". Either way the list parses back to the converted records. A ``fragment``
+    writer leaves out the brackets: its file is spliced into another list later.
     """
 
     _FLUSH_CHARS = 1 << 20
 
-    def __init__(self, fh):
+    def __init__(self, fh, *, fragment: bool = False):
         self._fh = fh
+        self._fragment = fragment
         self._pending: list[str] = []
         self._pending_chars = 0
-        self._written = 0
+        self.written = 0  # items written so far
         self.encode = json.JSONEncoder(ensure_ascii=False).encode
         self._encode_ascii = json.JSONEncoder().encode
 
@@ -598,15 +755,22 @@ class _ListWriter:
         if self._pending_chars >= self._FLUSH_CHARS:
             self.flush()
 
+    def _open_items(self) -> None:
+        """Write what goes before the next item: the separator, or the list's opening."""
+        if self.written:
+            self._fh.write(",\n")
+        elif not self._fragment:
+            self._fh.write("[\n")
+
     def flush(self) -> None:
         if not self._pending:
             return
-        self._fh.write(",\n" if self._written else "[\n")
+        self._open_items()
         try:
             self._fh.write(",\n".join(self._pending))
         except UnicodeEncodeError:
             self._write_one_by_one()
-        self._written += len(self._pending)
+        self.written += len(self._pending)
         self._pending.clear()
         self._pending_chars = 0
 
@@ -620,9 +784,48 @@ class _ListWriter:
                 # A lone surrogate (from a "\ud8xx" escape) has no UTF-8 form: keep it escaped.
                 self._fh.write(self._encode_ascii(json.loads(line)))
 
+    def add_fragment(self, fragment: int, items: int) -> None:
+        """Append the ``items`` items a fragment writer wrote to file descriptor ``fragment``."""
+        if not items:
+            return
+        self.flush()
+        self._open_items()
+        self._fh.flush()
+        _append_file(fragment, self._fh.buffer)
+        self.written += items
+
     def close(self) -> None:
         self.flush()
-        self._fh.write("\n]\n" if self._written else "[]\n")
+        if not self._fragment:
+            self._fh.write("\n]\n" if self.written else "[]\n")
+
+
+def _append_file(source: int, target) -> None:
+    """Copy all of file descriptor ``source`` to flushed binary file ``target``, at its position.
+
+    In the kernel where possible; the source's own position is left alone.
+    """
+    offset = 0
+    copy_range = getattr(os, "copy_file_range", None)
+    if copy_range is not None:
+        try:
+            while copied := copy_range(source, target.fileno(), 1 << 30, offset_src=offset):
+                offset += copied
+            return
+        except OSError:
+            pass  # not supported between these file systems: copy the rest by hand
+    while block := os.pread(source, 1 << 20, offset):
+        target.write(block)
+        offset += len(block)
+
+
+def _open_empty(path: Path):
+    """Open an existing empty file (made by mkstemp) to write UTF-8 text, without truncating it.
+
+    Truncating would change nothing but the cost: on ext4 a file truncated to zero makes
+    close() wait until all its data has blocks on disk (auto_da_alloc).
+    """
+    return open(os.open(path, os.O_WRONLY), "w", encoding="utf-8", newline="\n")
 
 
 def _delete_literal_tags(text: str, removed: int) -> str | None:
@@ -632,12 +835,245 @@ def _delete_literal_tags(text: str, removed: int) -> str | None:
     is literal in the text) and as many literal tags as were removed (so none sits in
     another string). Otherwise None: the record must be encoded again.
     """
-    edited = text.replace(IMAGE_TOKEN, "")
-    if len(text) - len(edited) != removed * len(IMAGE_TOKEN):
+    pieces = text.split(IMAGE_TOKEN)  # split + join is faster than str.replace here
+    if len(pieces) - 1 != removed:
         return None
     if _TAG_CHAR_ESCAPE.search(text) is not None:
         return None
-    return edited
+    return "".join(pieces)
+
+
+def _convert_stream(
+    stream: RecordStream,
+    options: ConvertOptions,
+    stats: ConversionStats,
+    writer: _ListWriter,
+    held: list | None,
+    on_ids: Callable[[list], None],
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Convert a stream's records into ``writer`` (or into ``held`` when subsampling).
+
+    Counters go to ``stats`` (or with each held record); ids of the records written go to
+    ``on_ids`` in file order, a few thousand at a time. Output reuses the source text
+    wherever that is exact: a run of valid records whose only change is deleting literal
+    tags is written as its source text minus the tags, so most records are never encoded
+    again. ``progress(records, bytes)`` is called every PROGRESS_EVERY records of the stream.
+    """
+    path = stream.path
+    encode = writer.encode
+    runs = held is None and options.source_text_editable
+    ids: list = []
+    next_progress = PROGRESS_EVERY
+    for group in stream.groups():
+        records = group.records
+        if runs:
+            position = 0
+            while position < len(records):
+                removed_before = stats.counters[_TAGS_REMOVED]
+                stop, changed = _convert_run(records, position, options, stats.counters, ids)
+                if stop > position:
+                    whole = position == 0 and stop == len(records)
+                    text = group.text
+                    if not whole:
+                        text = text[group.bounds[position][0] : group.bounds[stop - 1][1]]
+                    if changed:
+                        removed = stats.counters[_TAGS_REMOVED] - removed_before
+                        text = _delete_literal_tags(text, removed)
+                    if text is not None:
+                        writer.add(text)
+                    else:  # an escaped tag: encode these records again
+                        for record in records[position:stop]:
+                            writer.add(encode(record))
+                if stop < len(records):
+                    stats.reject(path, group.first_index + stop, records[stop])
+                position = stop + 1
+        else:
+            rows = []
+            for offset, record in enumerate(records):
+                result = _convert_in_place(record, options)
+                if result is None:
+                    stats.reject(path, group.first_index + offset, record)
+                    continue
+                counters, changed = result
+                start, end = group.bounds[offset]
+                line = group.text[start:end]
+                if changed:
+                    edited = None
+                    if options.source_text_editable:
+                        edited = _delete_literal_tags(line, counters[_TAGS_REMOVED])
+                    line = encode(record) if edited is None else edited
+                if held is not None:
+                    held.append((line, counters, record.get("id")))
+                else:
+                    writer.add(line)
+                    rows.append(counters)
+                    ids.append(record.get("id"))
+            stats.add_counters(rows)
+        if len(ids) >= 4096:
+            on_ids(ids)
+            ids = []
+        if progress is not None and stream.records >= next_progress:
+            progress(stream.records, stream.bytes_read)
+            next_progress += PROGRESS_EVERY
+    on_ids(ids)
+
+
+class _PartResult(NamedTuple):
+    """What a helper process sends back about the part of a file it converted."""
+
+    records: int  # elements read (valid or not)
+    bytes: int
+    items: int  # items in the fragment file
+    counters: list[int]
+    ids: list  # of the records written, in file order
+    skipped_count: int
+    skipped: list[dict]  # indices count from the part's first record
+
+
+def _convert_part(path: Path, start: int, options: ConvertOptions, fragment: int) -> _PartResult:
+    """Convert the records from byte ``start`` on into file descriptor ``fragment``."""
+    stream = RecordStream(path, start=start, sha256=False)
+    stats = ConversionStats(options, sources=[_Source(str(path))])
+    ids: list = []
+    with open(fragment, "w", encoding="utf-8", newline="\n") as fh:
+        writer = _ListWriter(fh, fragment=True)
+        _convert_stream(stream, options, stats, writer, None, ids.extend)
+        writer.close()
+    return _PartResult(
+        stream.records,
+        stream.bytes_read,
+        writer.written,
+        stats.counters,
+        ids,
+        stats.skipped_count,
+        stats.skipped,
+    )
+
+
+def _run_part(
+    path: Path, start: int, options: ConvertOptions, fragment: int, results: int, unused: int
+):
+    """The helper process: convert the part, send the result, exit (never returns).
+
+    The result goes through the pipe ``results`` marshalled (fast for long lists of ids);
+    on any failure nothing is sent, and the main process converts the part itself, so
+    problems are reported exactly as without the helper (first in file order, with
+    absolute record numbers). os._exit skips the exit handlers and buffers the helper
+    inherited; they belong to the main process.
+    """
+    try:
+        os.close(unused)  # the main process's end of the pipe
+        try:
+            payload = marshal.dumps(tuple(_convert_part(path, start, options, fragment)))
+        except BaseException:
+            payload = b""
+        with open(results, "wb") as pipe:
+            pipe.write(payload)
+    finally:
+        os._exit(0)
+
+
+class _PartHelper:
+    """A forked process converting a file from byte ``start`` to its end, meanwhile.
+
+    It writes into ``fragment``, a file descriptor of a temporary file next to ``beside``
+    that has no name any more, so nothing is left behind whatever happens.
+    """
+
+    def __init__(self, path: Path, start: int, options: ConvertOptions, beside: Path):
+        self.start = start
+        opened: list[int] = []
+        try:
+            self.fragment, name = tempfile.mkstemp(
+                prefix=f"{beside.name}.", suffix=".part", dir=beside.parent
+            )
+            opened.append(self.fragment)
+            os.unlink(name)  # it lives on, nameless, while a process holds it open
+            self._results, results_to_send = os.pipe()
+            opened += [self._results, results_to_send]
+            pid = os.fork()
+        except BaseException:
+            for fd in opened:
+                os.close(fd)
+            raise
+        if pid == 0:
+            _run_part(path, start, options, self.fragment, results_to_send, self._results)
+        os.close(results_to_send)
+        self._pid: int | None = pid
+
+    def result(self) -> _PartResult | None:
+        """Wait for the helper to finish; None when it failed."""
+        with open(self._results, "rb", closefd=False) as pipe:
+            payload = pipe.read()
+        self._reap()
+        try:
+            return _PartResult(*marshal.loads(payload))
+        except (EOFError, ValueError, TypeError):  # nothing or a cut message: it failed
+            return None
+
+    def _reap(self) -> None:
+        if self._pid is not None:
+            os.waitpid(self._pid, 0)
+            self._pid = None
+
+    def close(self) -> None:
+        """Stop the helper if it still runs, and let go of the pipe and the fragment."""
+        if self._pid is not None:
+            os.kill(self._pid, signal.SIGKILL)  # still unreaped: the pid is still its own
+            self._reap()
+        os.close(self._results)
+        os.close(self.fragment)
+
+
+def _can_fork() -> bool:
+    """Whether a helper process may be forked safely and would get a CPU of its own.
+
+    Only on Linux (elsewhere fork without exec is discouraged or missing), with at least
+    two CPUs for this process, and with no other thread running: a forked copy of a
+    threaded process may inherit a lock some other thread holds.
+    """
+    if not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2:
+        return False
+    threading = sys.modules.get("threading")
+    return threading is None or threading.active_count() == 1
+
+
+def _split_point(path: Path, size: int) -> int | None:
+    """Byte offset at about SPLIT_SHARE of the file where a record seems to start, or None.
+
+    A guess, verified by the main reader: the first ``}, {`` there that is followed by a
+    whole record (an object with "conversations", then ``,`` or ``]``). The ``{`` of a turn
+    inside a record does not qualify, nor (almost always) text inside a string.
+    """
+    start = int(size * SPLIT_SHARE)
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        # surrogateescape keeps characters cut at the window's edges byte for byte.
+        window = fh.read(_SPLIT_WINDOW).decode("utf-8", errors="surrogateescape")
+    scan = json.JSONDecoder().scan_once
+    for tries, gap in enumerate(_RECORD_GAP.finditer(window)):
+        if tries == _SPLIT_TRIES:
+            break
+        brace = gap.end() - 1
+        try:
+            value, end = scan(window, brace)
+        except (StopIteration, ValueError):
+            continue
+        if type(value) is dict and "conversations" in value and _AFTER_ELEMENT.match(window, end):
+            return start + len(window[:brace].encode("utf-8", errors="surrogateescape"))
+    return None
+
+
+def _hash_from(path: Path, start: int, sha256) -> int:
+    """Feed the file from byte ``start`` to its end into ``sha256``; return the bytes read."""
+    total = 0
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        while block := fh.read(1 << 20):
+            sha256.update(block)
+            total += len(block)
+    return total
 
 
 def _convert_file(
@@ -648,76 +1084,60 @@ def _convert_file(
     held: list | None,
     progress: Callable[[int, int], None] | None,
     bytes_before: int,
+    parts_beside: Path | None,
 ) -> int:
     """Convert one source into ``writer`` (or into ``held`` when subsampling); return bytes read.
 
-    Output reuses the source text wherever that is exact (unchanged records, or records
-    whose only change is deleting literal tags), so most records are never re-encoded.
+    Given ``parts_beside`` (the output's temporary file), a large file is split: a forked
+    helper converts its second part into a file next to it while this process converts
+    the first (see the module docstring).
     """
     source = _Source(str(path))
     stats.sources.append(source)
-    stream = RecordStream(path)
-    encode = writer.encode
-    editable = options.source_text_editable
-    rows: list[tuple] = []
-    ids: list = []
-    next_progress = PROGRESS_EVERY
-    for group in stream.groups():
-        results = []
-        removed = 0
-        all_valid = True
-        changed = False
-        for offset, record in enumerate(group.records):
-            result = _convert_in_place(record, options)
-            results.append(result)
-            if result is None:
-                all_valid = False
-                stats.reject(path, group.first_index + offset, record)
-                continue
-            removed += result[0][_TAGS_REMOVED]
-            changed = changed or result[1]
-        text = None
-        if held is None and all_valid:
-            if not changed:
-                text = group.text
-            elif editable:
-                text = _delete_literal_tags(group.text, removed)
-        if text is not None:
-            # The whole group's source text, tags deleted, is the exact output.
-            writer.add(text)
-            rows.extend(result[0] for result in results)
-            ids.extend(record.get("id") for record in group.records)
-        else:
-            records = zip(group.records, results, group.bounds, strict=True)
-            for record, result, (start, end) in records:
-                if result is None:
-                    continue
-                counters, record_changed = result
-                line = group.text[start:end]
-                if record_changed:
-                    edited = None
-                    if editable:
-                        edited = _delete_literal_tags(line, counters[_TAGS_REMOVED])
-                    line = encode(record) if edited is None else edited
-                if held is not None:
-                    held.append((line, counters, record.get("id")))
-                else:
-                    writer.add(line)
-                    rows.append(counters)
-                    ids.append(record.get("id"))
-        if len(rows) >= 4096:
-            stats.fold(rows, ids)
-            rows.clear()
-            ids.clear()
-        if progress is not None and stream.records >= next_progress:
-            progress(stats.records_in + stream.records, bytes_before + stream.bytes_read)
-            next_progress += PROGRESS_EVERY
-    stats.fold(rows, ids)
-    source.sha256 = stream.sha256.hexdigest()
-    source.bytes = stream.bytes_read
-    source.records = stream.records
-    stats.records_in += stream.records
-    return stream.bytes_read
+    records_before = stats.records_in
+
+    def report_from(records: int, bytes_read: int) -> Callable[[int, int], None] | None:
+        if progress is None:
+            return None
+        return lambda n, b: progress(records_before + records + n, bytes_before + bytes_read + b)
+
+    helper = None
+    if parts_beside is not None and held is None:
+        size = path.stat().st_size
+        if size >= PARALLEL_MIN_BYTES and _can_fork():
+            split = _split_point(path, size)
+            if split is not None:
+                helper = _PartHelper(path, split, options, parts_beside)
+    try:
+        stream = RecordStream(path, stop=helper.start if helper else None)
+        _convert_stream(stream, options, stats, writer, held, stats.add_ids, report_from(0, 0))
+        records, bytes_read, sha256 = stream.records, stream.bytes_read, stream.sha256
+        if stream.stopped:  # the helper's part starts where it was meant to
+            rest_sha256 = sha256.copy()
+            rest_bytes = _hash_from(path, helper.start, rest_sha256)
+            part = helper.result()
+            if part is not None:
+                writer.add_fragment(helper.fragment, part.items)
+                stats.merge_part(part, records)
+                records += part.records
+                bytes_read += rest_bytes
+                sha256 = rest_sha256
+            else:  # the helper failed: convert its part here, reporting as usual
+                rest = RecordStream(path, start=helper.start, first_index=records, sha256=sha256)
+                report = report_from(records, bytes_read)
+                _convert_stream(rest, options, stats, writer, held, stats.add_ids, report)
+                records += rest.records
+                bytes_read += rest.bytes_read
+            if progress is not None:
+                progress(records_before + records, bytes_before + bytes_read)
+    finally:
+        if helper is not None:
+            helper.close()
+    source.sha256 = sha256.hexdigest()
+    source.bytes = bytes_read
+    source.records = records
+    stats.records_in += records
+    return bytes_read
 
 
 def _subsample_indices(total: int, options: ConvertOptions) -> list[int] | None:
@@ -733,6 +1153,8 @@ def convert(
     stats_path: str | os.PathLike | None = None,
     options: ConvertOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    parallel: bool = True,
 ) -> dict:
     """Convert LLaVA files (concatenated in order) to one text-only LLaVA JSON list.
 
@@ -740,7 +1162,9 @@ def convert(
     the records written, after conversion (``records_with_image`` counts those whose source
     had an "image" key, also when it is dropped). Invalid input raises InputError and leaves
     neither the output nor the stats file behind. ``progress(records, bytes)`` is called
-    every PROGRESS_EVERY records of a file.
+    every PROGRESS_EVERY records a process reads (the helper's records are added at once
+    when it is done). ``parallel=False`` keeps everything in this process; the result is
+    the same either way.
 
     Memory stays flat (a buffer, the ids seen) except with ``max_records``, which holds the
     converted text of every valid record until the subset is drawn (about the input's size).
@@ -757,11 +1181,14 @@ def convert(
     stats = ConversionStats(options)
     held: list | None = [] if options.max_records is not None else None
 
-    with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+    with atomic_path(output) as tmp, _open_empty(tmp) as fh:
         writer = _ListWriter(fh)
+        parts_beside = tmp if parallel else None
         bytes_read = 0
         for path in inputs:
-            bytes_read += _convert_file(path, options, stats, writer, held, progress, bytes_read)
+            bytes_read += _convert_file(
+                path, options, stats, writer, held, progress, bytes_read, parts_beside
+            )
         if held is not None:
             chosen = _subsample_indices(len(held), options)
             stats.subsample = {
