@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import preview_tokens
 import pytest
@@ -196,3 +197,22 @@ def test_preview_tokens_bad_input_leaves_nothing(tiny_backbone, tmp_path, capsys
     assert list(tmp_path.iterdir()) == [data]
     err = capsys.readouterr().err.strip()
     assert err == f"error: {data}: record 0 (id 'x'): field 'conversations': missing or not a list"
+
+
+@pytest.mark.parametrize("template", ["llama_2", "v1"])  # the demo backbones' templates
+def test_no_demo_record_is_skipped(tiny_backbone, template):
+    """The demo data, converted as the workflow does, trains on every record."""
+    import json
+
+    from sbt.llava import convert_record
+    from sbt.tokenize_chat import load_tokenizer, tokenize_records
+
+    demo = Path(__file__).resolve().parents[1] / "resources/demo/llava_instruct_demo.json"
+    records = json.loads(demo.read_text())
+    for record in records:
+        convert_record(record)
+    tokenizer, _ = load_tokenizer(str(tiny_backbone), template, 512)  # the demo's max length
+    examples, skips = tokenize_records(records, tokenizer, template, 512, source=demo)
+    assert sum(skips.values()) == 0, skips
+    assert len(examples) == len(records) == 300
+    assert all(any(label != -100 for label in ex["labels"]) for ex in examples)

@@ -103,3 +103,12 @@ def test_merged_lora_option_plans_merges_and_reevaluates_only_lora(demo_run):
         "aggregate": 1,
     }
     assert "lora.merged" in output_of(proc)
+
+
+def test_log_samples_reruns_that_benchmark_and_keeps_every_answer(demo_run):
+    extra = write_config(
+        demo_run, "extra_samples.yaml", {"benchmarks": {"ethics_cm": {"log_samples": True}}}
+    )
+    proc = run_ok(demo_run, "-n", "-p", "--configfile", "config/config.yaml", extra)
+    assert planned_jobs(proc) == {"evaluate_base": 2, "evaluate_run": 4, "aggregate": 1}
+    assert "--log-samples results/eval/tiny-llama2/base/ethics_cm.samples.jsonl" in output_of(proc)

@@ -350,7 +350,7 @@ def hub_benchmark_tasks():
     )
 
 
-def eval_args(wildcards):
+def eval_args(wildcards, output):
     """Command-line arguments of evaluate.py for one run x benchmark."""
     model, adapter, dtype, _ = eval_model(wildcards)
     bench = benchmark(wildcards.benchmark)
@@ -366,6 +366,8 @@ def eval_args(wildcards):
         args += ["--metrics", *bench["metrics"]]
     if bench.get("limit"):
         args += ["--limit", str(bench["limit"])]
+    if bench["log_samples"]:  # every prompt and answer, beside the result JSON
+        args += ["--log-samples", output[0].removesuffix(".json") + ".samples.jsonl"]
     batch_size = bench.get("batch_size", config["evaluation"]["batch_size"])
     args += ["--batch-size", str(batch_size)]
     args += ["--seed", str(config["evaluation"]["seed"])]
