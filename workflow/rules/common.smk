@@ -350,8 +350,22 @@ def hub_benchmark_tasks():
     )
 
 
-def eval_args(wildcards, output):
-    """Command-line arguments of evaluate.py for one run x benchmark."""
+def eval_result(wildcards):
+    """The result JSON of one run x benchmark (the output of the evaluate rules)."""
+    if hasattr(wildcards, "checkpoint"):
+        run = f"{EXTERNAL}/{wildcards.checkpoint}"
+    elif hasattr(wildcards, "method"):
+        run = f"{wildcards.backbone}/{wildcards.data}/{wildcards.method}"
+    else:
+        run = f"{wildcards.backbone}/base"
+    return f"{RESULTS}/eval/{run}/{wildcards.benchmark}.json"
+
+
+def eval_args(wildcards):
+    """Command-line arguments of evaluate.py for one run x benchmark.
+
+    Only wildcards in, no `output` argument: Snakemake does not record params computed
+    from outputs, and the params trigger must see every argument."""
     model, adapter, dtype, _ = eval_model(wildcards)
     bench = benchmark(wildcards.benchmark)
     args = ["--model", model, "--dtype", dtype, "--benchmark", wildcards.benchmark]
@@ -367,7 +381,8 @@ def eval_args(wildcards, output):
     if bench.get("limit"):
         args += ["--limit", str(bench["limit"])]
     if bench["log_samples"]:  # every prompt and answer, beside the result JSON
-        args += ["--log-samples", output[0].removesuffix(".json") + ".samples.jsonl"]
+        samples = eval_result(wildcards).removesuffix(".json") + ".samples.jsonl"
+        args += ["--log-samples", samples]
     batch_size = bench.get("batch_size", config["evaluation"]["batch_size"])
     args += ["--batch-size", str(batch_size)]
     args += ["--seed", str(config["evaluation"]["seed"])]
