@@ -29,21 +29,38 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
-def snakemake(
-    workdir: Path, *args: str, env: dict | None = None, timeout: float = 1800
-) -> subprocess.CompletedProcess:
-    """Run snakemake from this test's Python environment; never raises on failure."""
+def snakemake_env(env: dict | None = None) -> dict:
+    """This test's environment with its Python first on PATH (for the jobs' `python`)."""
     full_env = dict(os.environ)
     full_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full_env['PATH']}"
     full_env.setdefault("OMP_NUM_THREADS", "1")
     full_env.update(env or {})
+    return full_env
+
+
+def snakemake(
+    workdir: Path, *args: str, env: dict | None = None, timeout: float = 1800
+) -> subprocess.CompletedProcess:
+    """Run snakemake from this test's Python environment; never raises on failure."""
     return subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
         cwd=workdir,
-        env=full_env,
+        env=snakemake_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
+    )
+
+
+def start_snakemake(
+    workdir: Path, *args: str, env: dict | None = None, **popen: object
+) -> subprocess.Popen:
+    """Snakemake in the background, in the same environment; `popen` goes to Popen."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        env=snakemake_env(env),
+        **popen,
     )
 
 

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
-from snakemake_run import REPO, copy_repo, output_of, planned_jobs, snakemake
+from snakemake_run import (
+    REPO,
+    copy_repo,
+    output_of,
+    planned_jobs,
+    snakemake,
+    start_snakemake,
+)
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
@@ -32,19 +39,6 @@ def clone_run(demo_run: Path, dest: Path) -> Path:
 
 def weights(model_dir: Path) -> dict:
     return load_file(str(model_dir / "model.safetensors"))
-
-
-def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    return subprocess.Popen(
-        [sys.executable, "-m", "snakemake", *args],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # so the kill below reaches the job too, like a preemption
-    )
 
 
 def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
@@ -64,7 +58,13 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_weights(demo_run
     reference = weights(workdir / FULL)
     checkpoints = workdir / f"{FULL}.checkpoints"
 
-    proc = start_snakemake(workdir, "--cores", "1", "--forcerun", "train", "--", FULL)
+    proc = start_snakemake(
+        workdir,
+        *("--cores", "1", "--forcerun", "train", "--", FULL),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # so the kill below reaches the job too, like a preemption
+    )
     kill_when(proc, lambda: (checkpoints / "checkpoint-10" / "trainer_state.json").exists())
     assert not (workdir / FULL).exists()  # no half-written model is ever taken as done
     assert snakemake(workdir, "--unlock").returncode == 0  # a killed run leaves its lock

@@ -35,7 +35,7 @@ from slurm_cluster import (  # noqa: F401
     slurm_cluster_fixture,
     start_or_skip,
 )
-from snakemake_run import REPO, copy_repo, output_of, snakemake
+from snakemake_run import REPO, copy_repo, output_of, snakemake, start_snakemake
 
 pytestmark = pytest.mark.slurm
 
@@ -404,20 +404,6 @@ def rule_resources(text: str) -> dict[str, dict[str, str]]:
     return resources
 
 
-def start_snakemake(workdir: Path, log: Path, *args: str, env: dict) -> subprocess.Popen:
-    """Snakemake in the background (as snakemake_run.snakemake starts it), output to `log`."""
-    full_env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    full_env.update(env)
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "snakemake", *args],
-            cwd=workdir,
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
 def wait_until_running(
     cluster: SlurmCluster, proc: subprocess.Popen, count: int, log: Path, timeout: float = 90
 ) -> list[dict[str, str]]:
@@ -464,20 +450,22 @@ def test_paper_gpu_jobs_sbatch_options(paper_cluster, tmp_path):
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     log = tmp_path / "snakemake.log"
     started = time.monotonic()
-    proc = start_snakemake(
-        workdir,
-        log,
-        PAPER_TRAIN_TARGET,
-        PAPER_EVAL_TARGET,
-        "--profile",
-        "profiles/slurm",
-        "--retries",
-        "0",
-        *TEST_CLUSTER_OPTIONS,
-        "--configfile",
-        "config/paper.yaml",
-        env=env,
-    )
+    with open(log, "wb") as out:
+        proc = start_snakemake(
+            workdir,
+            PAPER_TRAIN_TARGET,
+            PAPER_EVAL_TARGET,
+            "--profile",
+            "profiles/slurm",
+            "--retries",
+            "0",
+            *TEST_CLUSTER_OPTIONS,
+            "--configfile",
+            "config/paper.yaml",
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         running = wait_until_running(paper_cluster, proc, count=2, log=log)
         allocated = {

@@ -148,23 +148,33 @@ def trained_runs():
     ]
 
 
+def all_runs():
+    """Every evaluated model as its results path: base backbones, our runs, external."""
+    return (
+        [f"{backbone}/base" for backbone in config["backbones"]]
+        + [f"{backbone}/{data}/{method}" for backbone, data, method in trained_runs()]
+        + [f"{EXTERNAL}/{checkpoint}" for checkpoint in config["external"]]
+    )
+
+
+def run_of(wildcards):
+    """The results path of the run an evaluate job belongs to (one of all_runs())."""
+    if hasattr(wildcards, "checkpoint"):
+        return f"{EXTERNAL}/{wildcards.checkpoint}"
+    if hasattr(wildcards, "method"):
+        return f"{wildcards.backbone}/{wildcards.data}/{wildcards.method}"
+    return f"{wildcards.backbone}/base"
+
+
+def eval_result(run, benchmark):
+    return f"{RESULTS}/eval/{run}/{benchmark}.json"
+
+
 def eval_outputs():
-    """Every result JSON: base backbones, our runs, external checkpoints x benchmarks."""
-    outputs = []
-    for benchmark in config["benchmarks"]:
-        outputs += [
-            f"{RESULTS}/eval/{backbone}/base/{benchmark}.json"
-            for backbone in config["backbones"]
-        ]
-        outputs += [
-            f"{RESULTS}/eval/{backbone}/{data}/{method}/{benchmark}.json"
-            for backbone, data, method in trained_runs()
-        ]
-        outputs += [
-            f"{RESULTS}/eval/{EXTERNAL}/{checkpoint}/{benchmark}.json"
-            for checkpoint in config["external"]
-        ]
-    return outputs
+    """Every result JSON: every run x every benchmark."""
+    return [
+        eval_result(run, bench) for bench in config["benchmarks"] for run in all_runs()
+    ]
 
 
 def get_final_output():
@@ -312,7 +322,7 @@ def eval_model(wildcards):
     backbone = wildcards.backbone
     dtype = config["backbones"][backbone]["dtype"]
     method = getattr(wildcards, "method", "base")
-    run_dir = f"{RESULTS}/models/{backbone}/{getattr(wildcards, 'data', '')}/{method}"
+    run_dir = f"{RESULTS}/models/{run_of(wildcards)}"  # used by full and lora only
     if method == "base":
         return backbone_model(backbone), None, dtype, size_b(backbone)
     if method == "lora" and not config["evaluation"]["merged_lora"]:
@@ -350,17 +360,6 @@ def hub_benchmark_tasks():
     )
 
 
-def eval_result(wildcards):
-    """The result JSON of one run x benchmark (the output of the evaluate rules)."""
-    if hasattr(wildcards, "checkpoint"):
-        run = f"{EXTERNAL}/{wildcards.checkpoint}"
-    elif hasattr(wildcards, "method"):
-        run = f"{wildcards.backbone}/{wildcards.data}/{wildcards.method}"
-    else:
-        run = f"{wildcards.backbone}/base"
-    return f"{RESULTS}/eval/{run}/{wildcards.benchmark}.json"
-
-
 def eval_args(wildcards):
     """Command-line arguments of evaluate.py for one run x benchmark.
 
@@ -381,7 +380,8 @@ def eval_args(wildcards):
     if bench.get("limit"):
         args += ["--limit", str(bench["limit"])]
     if bench["log_samples"]:  # every prompt and answer, beside the result JSON
-        samples = eval_result(wildcards).removesuffix(".json") + ".samples.jsonl"
+        result = eval_result(run_of(wildcards), wildcards.benchmark)
+        samples = result.removesuffix(".json") + ".samples.jsonl"
         args += ["--log-samples", samples]
     batch_size = bench.get("batch_size", config["evaluation"]["batch_size"])
     args += ["--batch-size", str(batch_size)]
