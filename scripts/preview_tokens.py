@@ -74,6 +74,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--show", type=int, default=0, metavar="N", help="print N records")
     parser.add_argument("--trust-remote-code", action="store_true")
+    parser.add_argument(
+        "--tokenizer-legacy",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help="LLaMA tokenizers: true: legacy behaviour (text after a special token gets the "
+        "'▁' prefix); false: not; auto (default): as transformers 4.31 chose for this "
+        "checkout, as the study did (the backbone's tokenizer_legacy in the workflow config)",
+    )
     args = parser.parse_args(argv)
     if args.max_length < 1:
         parser.error("--max-length must be positive")
@@ -85,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     tokenizer, _ = load_tokenizer(
-        args.tokenizer, args.template, args.max_length, trust_remote_code=args.trust_remote_code
+        args.tokenizer,
+        args.template,
+        args.max_length,
+        trust_remote_code=args.trust_remote_code,
+        legacy={"true": True, "false": False}.get(args.tokenizer_legacy, "auto"),
     )
     records = load_records(args.input)
     examples, skips = tokenize_records(

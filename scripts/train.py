@@ -6,7 +6,8 @@ settings; `--hparams` overrides any of them with a JSON object, for example
 defaults are listed at the end of --help (and documented in config/README.md).
 
 The output directory appears only when training succeeded; checkpoints live beside it in
-`OUTPUT.checkpoints/` so that the same command, run again after a crash, resumes.
+`OUTPUT.checkpoints/` so that the same command, run again after a crash, resumes
+(hparam `resume`: "auto"; another run's checkpoints are moved aside, "never" starts afresh).
 For several GPUs launch it with `torchrun --nproc_per_node N scripts/train.py ...`.
 """
 
@@ -21,7 +22,6 @@ from sbt.templates import TEMPLATE_NAMES
 from sbt.training import (
     HPARAM_DEFAULTS,
     METHODS,
-    RESUME_MODES,
     NonFiniteLossError,
     parse_hparams,
     train,
@@ -44,12 +44,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", required=True, help="LLaVA-format JSON (list of records)")
     parser.add_argument("--output", required=True, help="model or adapter directory to create")
     parser.add_argument("--hparams", default="{}", help="JSON object of overrides (default {})")
-    parser.add_argument(
-        "--resume",
-        choices=RESUME_MODES,
-        default="auto",
-        help="auto: continue from OUTPUT.checkpoints/ if present; never: start afresh",
-    )
     return parser.parse_args(argv)
 
 
@@ -67,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
             args.data,
             args.output,
             hparams,
-            resume=args.resume,
         )
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

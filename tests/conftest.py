@@ -6,8 +6,12 @@ Fixtures for tests that need a model (all session-scoped, built once, offline, i
   here), some with two rounds.
 - `tiny_corpus`: those records written as a JSON file (a valid `--data` for train.py).
 - `tiny_backbone`: Path of a tiny LLaMA backbone built by scripts/build_tiny_backbone.py
-  from `tiny_corpus` (hidden 64, 2 layers, vocab <= 2000, seed 0). Treat it as read-only.
-  Load with AutoTokenizer / AutoModelForCausalLM.from_pretrained(tiny_backbone).
+  from `tiny_corpus` (hidden 64, 2 layers, vocab <= 2000, seed 0), with a SentencePiece
+  tokenizer in the `tokenizer.model`-only layout. Treat it as read-only. Load with
+  `sbt.tokenize_chat.load_tokenizer` (the study's legacy mode) or
+  AutoTokenizer.from_pretrained(tiny_backbone, legacy=True) / AutoModelForCausalLM.
+- `tiny_backbone_json`: the same tokenizer in the LLaMA-2 layout (with tokenizer.json),
+  tokenizer files only.
 - `tiny_backbone_factory(template_name)`: a backbone suited to a template: the same
   `tiny_backbone` for the study's templates; for `chat_template` a copy whose tokenizer
   carries a small ChatML-style chat template (CHATML_TEMPLATE).
@@ -87,6 +91,14 @@ def tiny_backbone(tmp_path_factory, tiny_corpus):
 
 
 @pytest.fixture(scope="session")
+def tiny_backbone_json(tmp_path_factory, tiny_corpus):
+    from build_tiny_backbone import build_tokenizer
+
+    target = tmp_path_factory.mktemp("backbones") / "tiny_json"
+    return build_tokenizer([tiny_corpus], target, tokenizer_layout="model+json")
+
+
+@pytest.fixture(scope="session")
 def tiny_backbone_factory(tmp_path_factory, tiny_backbone):
     built = {}
 
@@ -98,7 +110,7 @@ def tiny_backbone_factory(tmp_path_factory, tiny_backbone):
 
             target = tmp_path_factory.mktemp("backbones") / "tiny_chat"
             shutil.copytree(tiny_backbone, target, dirs_exist_ok=True)
-            tokenizer = AutoTokenizer.from_pretrained(target)
+            tokenizer = AutoTokenizer.from_pretrained(target, legacy=True)
             tokenizer.chat_template = CHATML_TEMPLATE
             tokenizer.save_pretrained(target)
             built[template_name] = target

@@ -34,7 +34,11 @@ def dry_run(workdir, overrides):
             "data.missing.sources[0]: file 'resources/nowhere.json' does not exist",
         ),
         ({"backbones": {"bad/name": {"model": "tiny", "template": "v1"}}}, "bad/name"),
-        ({"training": {"full": {"learnig_rate": 0.1}}}, "learnig_rate"),
+        (
+            {"training": {"full": {"learnig_rate": 0.1}}},
+            "config error: training.full: unknown key 'learnig_rate' (did you mean"
+            " 'learning_rate'?)",
+        ),
         (
             {"data": {"outside": {"sources": ["../outside/llava.json"]}}},
             "data.outside.sources[0]: relative path '../outside/llava.json' leaves the working",
@@ -42,6 +46,20 @@ def dry_run(workdir, overrides):
         (
             {"benchmarks": {"ethics_cm": {"data_files": {"test": "resources/none.jsonl"}}}},
             "benchmarks.ethics_cm.data_files.test: file 'resources/none.jsonl' does not exist",
+        ),
+        (
+            {"training": {"full": {"global_batch_size": 6}}},
+            "training.full.global_batch_size: 6 for backbone tiny-llama2 is not a multiple of"
+            " per_device_train_batch_size x num_gpus = 4",
+        ),
+        (
+            {"benchmark": {}},
+            "config error: (top level): unknown key 'benchmark' (did you mean 'benchmarks'?)",
+        ),
+        (
+            {"training": {"full": {"learning_rate": "2e-5"}}},
+            "config error: training.full.learning_rate: '2e-5' is not of type 'number' (YAML"
+            " reads 2e-5 as text; write it with a dot, e.g. 2.0e-5)",
         ),
     ],
     ids=[
@@ -55,6 +73,9 @@ def dry_run(workdir, overrides):
         "misspelt-key",
         "path-escapes-workdir",
         "missing-benchmark-file",
+        "indivisible-global-batch",
+        "misspelt-top-level-key",
+        "number-read-as-text",
     ],
 )
 def test_bad_config_stops_before_any_job(workdir, overrides, expected):
@@ -62,6 +83,7 @@ def test_bad_config_stops_before_any_job(workdir, overrides, expected):
     text = output_of(proc)
     assert proc.returncode != 0
     assert expected in text, text[-3000:]
+    assert text.count("config error:") == 1 and len(text.splitlines()) < 12, text[-3000:]
     assert "Job stats" not in text  # nothing was planned, let alone run
     assert not (workdir / "results").exists()
 

@@ -43,6 +43,10 @@ HPARAMS = {
     "model_max_length": 512,
     "save_steps": 1000,
     "lora": {"r": 4, "dropout": 0.0},  # no dropout: both runs draw the same (no) noise
+    # One mean over the step's tokens, whichever process holds them: then 2 x 2 samples
+    # train exactly like 4 in one process. (The study's micro_batch averaging weighs each
+    # process's mean equally; tests/test_recipe.py checks that rule.)
+    "loss_averaging": "token",
 }
 
 

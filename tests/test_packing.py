@@ -137,7 +137,7 @@ def test_check_catches_attention_across_samples(tiny_backbone):
     result = check_packing(leaky)
     assert not result["ok"] and result["leak"] > 1e-3
     fallback = prepare_packing(leaky, "auto")
-    assert fallback["packing"] is False and "padded, length-grouped" in fallback["message"]
+    assert fallback["packing"] is False and "padded batches" in fallback["message"]
     with pytest.raises(PackingError, match="not kept apart .* set packing to false"):
         prepare_packing(leaky, True)
 
@@ -167,7 +167,7 @@ def test_trainer_packed_matches_padded_step_by_step(tiny_backbone, tiny_corpus, 
     assert packed["effective"]["loss_logits_only"] is True
     assert packed["effective"]["padding_fraction"] == 0
     assert packed["global_step"] == padded["global_step"] == 3
-    assert packed["effective"]["samples_per_step"] == padded["effective"]["samples_per_step"] == 8
+    assert packed["effective"]["global_batch_size"] == padded["effective"]["global_batch_size"] == 8
     assert packed["trained_tokens"] == padded["trained_tokens"]
     assert losses(tmp_path / "packed") == pytest.approx(losses(tmp_path / "padded"), abs=1e-5)
     from safetensors.torch import load_file
@@ -211,7 +211,11 @@ def test_tokenized_cache_is_reused_and_keyed(tiny_backbone, tiny_corpus, example
 
 def test_throughput_hparams(capsys):
     hp = parse_hparams("{}")
-    assert (hp["packing"], hp["group_by_length"], hp["attn_implementation"]) == ("auto",) * 3
+    assert (hp["packing"], hp["group_by_length"], hp["attn_implementation"]) == (
+        "auto",
+        False,
+        "auto",
+    )
     assert not hp["use_liger_kernel"] and not hp["torch_compile"]
     with pytest.raises(InputError, match="'packing' must be true, false or \"auto\""):
         parse_hparams('{"packing": "yes"}')

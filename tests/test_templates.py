@@ -47,13 +47,15 @@ V0_TEXT = (
 )
 PLAIN_TEXT = "What is in the picture?\nA cat on a mat.\nWhat color is it?\nIt is orange.\n"
 
+# Trained: from just after the role tag (the opening space included) through the separator
+# that closes the turn, as the study's token arithmetic trains (tests/test_golden_train.py).
 EXPECTED = {
-    "v1": (V1_TEXT, ["A cat on a mat.</s>", "It is orange.</s>"]),
-    "vicuna_v1": (V1_TEXT, ["A cat on a mat.</s>", "It is orange.</s>"]),
-    "llava_v1": (LLAVA_V1_TEXT, ["A cat on a mat.</s>", "It is orange.</s>"]),
-    "llama_2": (LLAMA_2_TEXT, ["A cat on a mat. </s>", "It is orange. </s>"]),
-    "llava_llama_2": (LLAVA_LLAMA_2_TEXT, ["A cat on a mat. </s>", "It is orange. </s>"]),
-    "v0": (V0_TEXT, ["A cat on a mat.\n", "It is orange.\n"]),
+    "v1": (V1_TEXT, [" A cat on a mat.</s>", " It is orange.</s>"]),
+    "vicuna_v1": (V1_TEXT, [" A cat on a mat.</s>", " It is orange.</s>"]),
+    "llava_v1": (LLAVA_V1_TEXT, [" A cat on a mat.</s>", " It is orange.</s>"]),
+    "llama_2": (LLAMA_2_TEXT, [" A cat on a mat. </s>", " It is orange. </s>"]),
+    "llava_llama_2": (LLAVA_LLAMA_2_TEXT, [" A cat on a mat. </s>", " It is orange. </s>"]),
+    "v0": (V0_TEXT, [" A cat on a mat.\n", " It is orange.\n"]),
     "plain": (PLAIN_TEXT, ["A cat on a mat.\n", "It is orange.\n"]),
 }
 
@@ -95,7 +97,7 @@ def test_leading_gpt_turn_is_dropped():
 def test_trailing_user_turn_is_rendered_but_not_trained():
     rendered = render("llama_2", CONVERSATION[:3])
     assert rendered.text.endswith("A cat on a mat. </s><s>[INST] What color is it? [/INST]")
-    assert rendered.trained_text() == ["A cat on a mat. </s>"]
+    assert rendered.trained_text() == [" A cat on a mat. </s>"]
 
 
 def test_whitespace_is_kept_verbatim():
@@ -105,7 +107,7 @@ def test_whitespace_is_kept_verbatim():
     ]
     rendered = render("v1", conversation)
     assert rendered.text.endswith(" USER: \nWhat is this? ASSISTANT: A bus.\n</s>")
-    assert rendered.trained_text() == ["A bus.\n</s>"]
+    assert rendered.trained_text() == [" A bus.\n</s>"]
 
 
 def test_unknown_template_lists_valid_names():

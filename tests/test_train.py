@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -88,6 +89,9 @@ def test_full_fine_tuning(tiny_backbone, tiny_records, tmp_path):
     saved = json.loads((output / "training_info.json").read_text())
     assert saved["hparams"]["learning_rate"] == 1e-3 and saved["template"] == "v1"
     assert saved["packages"]["transformers"]
+    assert "lora" not in saved["hparams"]  # only the method's own settings
+    assert saved["git_revision"] and isinstance(saved["git_dirty"], bool)
+    assert (saved["git_diff_sha256"] is not None) == saved["git_dirty"]
     with open(output / "loss.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
@@ -204,16 +208,32 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(
         assert [int(r["step"]) for r in csv.DictReader(fh)] == [1, 2, 3, 4, 5, 6]
 
 
-def test_resume_refuses_checkpoints_of_another_run(tiny_backbone, tiny_corpus, tmp_path):
+def test_resume_moves_another_runs_checkpoints_aside(tiny_backbone, tiny_corpus, tmp_path, capsys):
     output = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         train(str(tiny_backbone), "v1", "full", tiny_corpus, output, FAST,
               extra_callbacks=[CrashAfterSave(2)])  # fmt: skip
-    with pytest.raises(InputError, match="different run .*hparams.*--resume never"):
-        train(str(tiny_backbone), "v1", "full", tiny_corpus, output, FAST | {"learning_rate": 1e-4})
-    info = train(str(tiny_backbone), "v1", "full", tiny_corpus, output, FAST | {"max_steps": 1},
-                 resume="never")  # fmt: skip
-    assert info["resumed_from"] is None and info["global_step"] == 1
+    stale = list(tmp_path.glob("out.checkpoints.stale-*"))
+    assert not stale
+    info = train(
+        str(tiny_backbone), "v1", "full", tiny_corpus, output, FAST | {"learning_rate": 1e-4}
+    )
+    assert info["resumed_from"] is None and info["global_step"] == FAST["max_steps"]
+    (stale,) = tmp_path.glob("out.checkpoints.stale-*")  # kept, out of the way
+    assert (stale / "checkpoint-2" / "trainer_state.json").is_file()
+    err = capsys.readouterr().err
+    assert "moved checkpoints of a different run (hparams.learning_rate: 0.001 -> 0.0001)" in err
+    assert f"aside to {stale}" in err
+
+
+def test_resume_never_starts_afresh(tiny_backbone, tiny_corpus, tmp_path):
+    output = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        train(str(tiny_backbone), "v1", "full", tiny_corpus, output, FAST,
+              extra_callbacks=[CrashAfterSave(2)])  # fmt: skip
+    info = train(str(tiny_backbone), "v1", "full", tiny_corpus, output, FAST | {"resume": "never"})
+    assert info["resumed_from"] is None and info["global_step"] == FAST["max_steps"]
+    assert not list(tmp_path.glob("out.checkpoints*"))
 
 
 class PoisonWeights(TrainerCallback):
@@ -261,5 +281,6 @@ def test_cli_trains_and_reports_on_stderr(tiny_backbone, tiny_corpus, tmp_path, 
     assert train_cli.main(argv) == 0
     captured = capsys.readouterr()
     assert "step 1/2 loss " in captured.err and "step 2/2 loss " in captured.err
+    assert re.search(r"step 1/2 loss \S+ lr \S+ elapsed 0:00:\d\d eta 0:00:\d\d", captured.err)
     assert captured.out == ""
     assert (output / "model.safetensors").exists()

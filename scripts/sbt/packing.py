@@ -273,7 +273,7 @@ def prepare_packing(model, mode: bool | str) -> dict:
         raise PackingError(f"{problem}; set packing to false or auto")
     return off | {
         "check": check,
-        "message": f"{problem}: training with padded, length-grouped batches instead",
+        "message": f"{problem}: training with padded batches instead",
     }
 
 

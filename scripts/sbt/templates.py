@@ -5,24 +5,26 @@ If its first turn is from `gpt`, that turn is dropped (as the study's preprocess
 the remaining turns must alternate human, gpt, human, ...
 
 `render(name, conversation)` returns the prompt text and the spans `[start, end)` of the
-characters that carry loss. The rule for the spans: **each assistant message plus the
-separator that closes it**, and nothing else (no system text, no user text, no role tags,
-no separator that opens an assistant turn). Per template:
+characters that carry loss. The rule for the spans: **each assistant turn from just after
+its role tag (so the single space that opens the answer is in) through the separator that
+closes it**, and nothing else (no system text, no user text, no role tags). Per template:
 
 | template | assistant turn rendered as | trained span |
 |---|---|---|
-| `v1`, `vicuna_v1`, `llava_v1` | `"ASSISTANT: " + m + "</s>"` | `m + "</s>"` |
-| `llama_2`, `llava_llama_2` | `" " + m + " </s>"` | `m + " </s>"` |
-| `v0` | `"### Assistant: " + m + "\\n"` | `m + "\\n"` |
+| `v1`, `vicuna_v1`, `llava_v1` | `"ASSISTANT:" + " " + m + "</s>"` | `" " + m + "</s>"` |
+| `llama_2`, `llava_llama_2` | `"[/INST]" + " " + m + " </s>"` | `" " + m + " </s>"` |
+| `v0` | `"### Assistant:" + " " + m + "\\n"` | `" " + m + "\\n"` |
 | `plain` | `m + "\\n"` | `m + "\\n"` |
 | `chat_template` | whatever the tokenizer's template adds | see below |
 
-For `llama_2` the single space between `[/INST]` and the answer opens the turn and is not
-in the span; with a SentencePiece-style tokenizer that space is usually part of the answer's
-first token (`"▁Answer"`), whose last character lies in the span, so that token is trained
-(see `sbt.tokenize_chat` for the token rule); a lone `"▁"` token is not. For `v0` the
-study's own code also trained the role tag `"### Assistant: "`; this workflow does not,
-following the rule above.
+This is what the study's token-count arithmetic trains (llava/train/train.py,
+`preprocess_v1` / `preprocess_llama_2`: it masks the instruction up to the role tag's colon
+or `[/INST]`, and trains the rest of the round), checked token for token against golden data
+from that code (tests/test_golden_train.py). With a SentencePiece tokenizer the opening
+space is usually part of the answer's first token (`"▁Answer"`); where the answer starts
+with a digit, punctuation or a newline it is a token of its own, a lone `"▁"`, and the study
+trains it, so this workflow does too. For `v0` the study's own code also trained the role
+tag `"### Assistant:"`; this workflow does not, following the rule above.
 
 `chat_template` renders with the tokenizer's own Jinja chat template (for backbones the
 study did not use). Messages become `{"role": "user"|"assistant", "content": m}`; no
@@ -101,7 +103,7 @@ def _two_separator(system: str) -> Callable[[list[str]], Segments]:
             if i % 2 == 0:
                 out.append(("USER: " + message + " ", False))
             else:
-                out += [("ASSISTANT: ", False), (message + "</s>", True)]
+                out += [("ASSISTANT:", False), (" " + message + "</s>", True)]
         return out
 
     return segments
@@ -120,7 +122,7 @@ def _llama_2(system: str) -> Callable[[list[str]], Segments]:
             elif i % 2 == 0:
                 out.append(("<s>[INST] " + message + " [/INST]", False))
             else:
-                out += [(" ", False), (message + " </s>", True)]
+                out.append((" " + message + " </s>", True))
         return out
 
     return segments
@@ -132,7 +134,7 @@ def _v0(messages: list[str]) -> Segments:
         if i % 2 == 0:
             out.append(("### Human: " + message + "\n", False))
         else:
-            out += [("### Assistant: ", False), (message + "\n", True)]
+            out += [("### Assistant:", False), (" " + message + "\n", True)]
     out.append(("### ", False))
     return out
 

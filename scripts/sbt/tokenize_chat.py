@@ -1,13 +1,14 @@
 """Turn LLaVA conversations into training examples with loss on assistant tokens only.
 
 Rule for labels: the prompt is rendered with `sbt.templates.render`, which also returns the
-trained character spans (each assistant message plus the separator that closes it). The
-text is tokenized by a fast tokenizer with character offsets. A token is trained iff its
-offsets are non-empty and its LAST character lies inside a trained span; its label is then
-its id, otherwise -100. Tokens the tokenizer adds itself (BOS) have empty offsets and are
-never trained. With SentencePiece-style tokenizers the space before a word belongs to the
-word's token (`"▁Hello"`), so the first answer token, which starts on the space that opens
-the turn and ends inside the answer, is trained.
+trained character spans (each assistant turn from just after its role tag, the opening
+space included, through the separator that closes it). The text is tokenized by a fast
+tokenizer with character offsets. A token is trained iff its offsets are non-empty and its
+LAST character lies inside a trained span; its label is then its id, otherwise -100. Tokens
+the tokenizer adds itself (BOS) have empty offsets and are never trained. With a LLaMA
+tokenizer the opening space is the `"▁"` of the answer's first token (`"▁Hello"`), or a
+lone `"▁"` token before a digit, punctuation or newline; either way it is trained, as by
+the study's code (tests/test_golden_train.py compares both token for token).
 
 Truncation keeps the first `max_length` tokens (for LLaMA tokenizers, which only add a BOS
 in front, this is exactly what the tokenizer's own right truncation does).
@@ -22,6 +23,7 @@ with LLaMA's tokenizer; `setup_tokenizer` checks this for the templates that use
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -102,21 +104,106 @@ def setup_tokenizer(tokenizer, template: str, max_length: int) -> bool:
     return added
 
 
-def load_tokenizer(path: str, template: str, max_length: int, *, trust_remote_code: bool = False):
+SENTENCEPIECE_SPACE = "▁"
+PROBE_WORD = "USER"
+
+
+def legacy_probe(tokenizer) -> bool | None:
+    """Whether the tokenizer behaves like the study's legacy SentencePiece tokenizer.
+
+    Tokenizes `"</s>USER"` (EOS + a word, no special tokens added): legacy LLaMA tokenizers
+    give the word a `"▁"` prefix after the special token (`"▁US"`, ...), non-legacy ones do
+    not. Returns True / False, or None where the question does not arise: no EOS token, or
+    a tokenizer that does not mark word starts with `"▁"` (GPT-2-style byte BPE and others).
+    """
+    eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
+    if eos is None or eos_id is None:
+        return None
+    alone = tokenizer(PROBE_WORD, add_special_tokens=False)["input_ids"]
+    if not alone or not tokenizer.convert_ids_to_tokens(alone[0]).startswith(SENTENCEPIECE_SPACE):
+        return None
+    ids = tokenizer(eos + PROBE_WORD, add_special_tokens=False)["input_ids"]
+    if len(ids) < 2 or ids[0] != eos_id:
+        return None
+    return tokenizer.convert_ids_to_tokens(ids[1]).startswith(SENTENCEPIECE_SPACE)
+
+
+def check_legacy(tokenizer, legacy: bool, path: str | Path) -> None:
+    """InputError naming `path` and `tokenizer_legacy` if the tokenizer contradicts it."""
+    found = legacy_probe(tokenizer)
+    if found is None or found == legacy:
+        return
+    tokens = tokenizer.convert_ids_to_tokens(
+        tokenizer(tokenizer.eos_token + PROBE_WORD, add_special_tokens=False)["input_ids"]
+    )
+    behaves = "legacy" if found else "non-legacy"
+    raise input_error(
+        path,
+        f"tokenizer_legacy is {str(legacy).lower()}, but the loaded tokenizer behaves "
+        f"{behaves} ({tokenizer.eos_token + PROBE_WORD!r} -> {tokens}); set the backbone's "
+        f"tokenizer_legacy to {str(found).lower()} or use a tokenizer that honours it",
+    )
+
+
+LEGACY_MODES = (True, False, "auto")
+
+
+def study_legacy(path: str | Path) -> bool:
+    """transformers 4.31's rule, which the study ran: legacy unless the checkout's
+    tokenizer_config.json says `"legacy": false` (LLaMA-2 hub checkouts may; LLaMA, Vicuna
+    v1.3 and OpenLLaMA predate the key)."""
+    from transformers.utils import cached_file
+
+    try:
+        config_file = cached_file(
+            str(path), "tokenizer_config.json", _raise_exceptions_for_missing_entries=False
+        )
+    except OSError:
+        config_file = None
+    if not config_file:
+        return True
+    config = json.loads(Path(config_file).read_text(encoding="utf-8"))
+    return config.get("legacy") is not False
+
+
+def resolve_legacy(legacy: bool | str, path: str | Path) -> bool:
+    """`tokenizer_legacy` as configured (true, false or "auto") -> the mode to load."""
+    if legacy not in LEGACY_MODES:
+        raise input_error(path, f"tokenizer_legacy must be true, false or auto, not {legacy!r}")
+    return study_legacy(path) if legacy == "auto" else bool(legacy)
+
+
+def load_tokenizer(
+    path: str,
+    template: str,
+    max_length: int,
+    *,
+    trust_remote_code: bool = False,
+    legacy: bool | str = "auto",
+):
     """AutoTokenizer from `path`, set up by `setup_tokenizer`; returns (tokenizer, added).
 
-    Problems (no such tokenizer, not fast, wrong special tokens) are InputErrors naming `path`.
+    `legacy` is passed to the tokenizer (LLaMA tokenizers honour it, with or without a
+    tokenizer.json) and checked with `legacy_probe`: True is the legacy behaviour (slow
+    LlamaTokenizer of transformers 4.31, text after a special token starts with `"▁"`),
+    "auto" what 4.31 chose for this checkout (`study_legacy`).
+    Problems (no such tokenizer, not fast, wrong special tokens, a tokenizer that
+    contradicts `legacy`) are InputErrors naming `path`.
     """
     from transformers import AutoTokenizer
 
+    legacy = resolve_legacy(legacy, path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            path, trust_remote_code=trust_remote_code, legacy=legacy
+        )
     except (OSError, ValueError) as exc:
         raise input_error(path, f"cannot load tokenizer: {exc}") from None
     try:
         added = setup_tokenizer(tokenizer, template, max_length)
     except ValueError as exc:
         raise input_error(path, str(exc)) from None
+    check_legacy(tokenizer, legacy, path)
     return tokenizer, added
 
 

@@ -10,10 +10,12 @@ wrap it in LoRA for `method="lora"`; run transformers' Trainer; save.
 
 Outputs: the finished model directory appears only complete. Checkpoints go to the
 sibling `<output>.checkpoints/`; a killed job started again with the same arguments
-resumes from its last complete checkpoint (`resume="auto"`); checkpoints written by a run
-with other settings are refused rather than silently mixed in. The checkpoints are deleted
-after success, and after a divergence (a NaN or infinite loss stops training). The result holds `training_info.json` (what was trained, how, on
-what, with which packages, and how it went) and `loss.csv` (step, loss, learning_rate).
+resumes from its last complete checkpoint (hparam `resume: auto`); checkpoints written by
+a run with other settings are never mixed in: they are moved aside to
+`<output>.checkpoints.stale-<time>/` with one line saying which settings differ. The
+checkpoints are deleted after success, and after a divergence (a NaN or infinite loss
+stops training). The result holds `training_info.json` (what was trained, how, on what,
+with which packages, and how it went) and `loss.csv` (step, loss, learning_rate).
 A `full` run saves the model (safetensors) and the tokenizer; a `lora` run saves only the
 adapter (PEFT format), to be loaded on top of the unchanged base model.
 
@@ -32,6 +34,7 @@ import math
 import os
 import shutil
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,6 +63,7 @@ from sbt.tokenize_chat import (
 METHODS = ("full", "lora")
 RESUME_MODES = ("auto", "never")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
+LOSS_AVERAGING = ("micro_batch", "token")
 
 # The study's text-only training settings (per device; the study used 4 GPUs).
 LORA_DEFAULTS = {
@@ -75,9 +79,23 @@ HPARAM_DEFAULTS = {
     "max_steps": -1,  # -1: train for num_train_epochs
     "per_device_train_batch_size": 4,
     "gradient_accumulation_steps": 2,
+    # Samples per optimiser step over all processes; when set, gradient_accumulation_steps
+    # is derived from it and the world size (so the science does not follow the hardware).
+    "global_batch_size": None,
+    # GPUs a workflow train job asks for (a launch setting: the study used every GPU of a
+    # 4-GPU node, 4 x 4 x 2 = LLaVA's 32). Recorded with the run; 0 means CPU.
+    "num_gpus": 4,
+    # Nodes a workflow train job spans (a launch setting): num_gpus GPUs on each, one
+    # torchrun per node started by srun (docs/slurm.md, "Training on several nodes").
+    "nodes": 1,
     "warmup_ratio": 0.03,
     "lr_scheduler_type": "cosine",
     "weight_decay": 0.0,
+    "max_grad_norm": 0.0,  # 0: no clipping (the study's zero2.json sets none; DeepSpeed's default)
+    # micro_batch: each micro-batch's mean over its trained tokens, averaged over accumulation
+    # steps and processes (transformers 4.31, the study); token: one mean over every trained
+    # token of the optimiser step (transformers 5's default).
+    "loss_averaging": "micro_batch",
     "model_max_length": 2048,
     "bf16": True,
     "tf32": True,
@@ -87,15 +105,24 @@ HPARAM_DEFAULTS = {
     "logging_steps": 1,
     "save_steps": 500,
     "save_total_limit": 1,
+    # auto: continue from <output>.checkpoints/ when it holds this run's checkpoints, and
+    # move another run's aside; never: always start afresh.
+    "resume": "auto",
     "max_skipped_fraction": 0.01,
     "trust_remote_code": False,
+    # LLaMA tokenizers: legacy SentencePiece behaviour (text after a special token gets the
+    # "▁" word-start prefix) or not; "auto": as transformers 4.31 chose for the checkout
+    # (legacy unless its tokenizer_config.json says "legacy": false), i.e. the study's.
+    "tokenizer_legacy": "auto",
     "allow_pickle_weights": False,  # only safetensors unless a backbone's config allows .bin
     "lora": LORA_DEFAULTS,
     "deepspeed": None,  # path of a DeepSpeed JSON config
     "fsdp": None,  # e.g. "full_shard auto_wrap"
     # Throughput only (docs/training.md, "Throughput"): the same samples per optimiser step.
     "packing": "auto",  # one padding-free row per batch where the model keeps samples apart
-    "group_by_length": "auto",  # on when packing=auto had to fall back to padding
+    # Sample order: false keeps the study's seeded shuffle; "auto" groups by length when
+    # packing=auto had to fall back to padding (faster, but another order).
+    "group_by_length": False,
     "attn_implementation": "auto",  # flash_attention_2 on CUDA when installed, else sdpa
     "use_liger_kernel": False,
     "torch_compile": False,
@@ -109,6 +136,7 @@ _RESUME_INSENSITIVE = (
     "save_total_limit",
     "max_skipped_fraction",
     "tokenized_cache_dir",
+    "resume",
 )
 
 _NUMBER = (int, float)
@@ -118,9 +146,14 @@ _HPARAM_TYPES = {
     "max_steps": int,
     "per_device_train_batch_size": int,
     "gradient_accumulation_steps": int,
+    "global_batch_size": (int, type(None)),
+    "num_gpus": int,
+    "nodes": int,
     "warmup_ratio": _NUMBER,
     "lr_scheduler_type": str,
     "weight_decay": _NUMBER,
+    "max_grad_norm": _NUMBER,
+    "loss_averaging": str,
     "model_max_length": int,
     "bf16": bool,
     "tf32": bool,
@@ -130,8 +163,10 @@ _HPARAM_TYPES = {
     "logging_steps": int,
     "save_steps": int,
     "save_total_limit": (int, type(None)),
+    "resume": str,
     "max_skipped_fraction": _NUMBER,
     "trust_remote_code": bool,
+    "tokenizer_legacy": (bool, str),
     "allow_pickle_weights": bool,
     "lora": dict,
     "deepspeed": (str, type(None)),
@@ -206,6 +241,16 @@ def resolve_hparams(given: dict | None) -> dict:
             raise bad(f"{key!r} must be at least 1")
     if hparams["max_steps"] == 0 or hparams["max_steps"] < -1:
         raise bad("'max_steps' must be -1 (use epochs) or positive")
+    if hparams["num_gpus"] < 0:
+        raise bad("'num_gpus' must be 0 (CPU) or more")
+    if hparams["nodes"] < 1:
+        raise bad("'nodes' must be at least 1")
+    if hparams["global_batch_size"] is not None and hparams["global_batch_size"] < 1:
+        raise bad("'global_batch_size' must be at least 1 (or null)")
+    if hparams["max_grad_norm"] < 0:
+        raise bad("'max_grad_norm' must be 0 (no clipping) or positive")
+    if hparams["loss_averaging"] not in LOSS_AVERAGING:
+        raise bad(f"'loss_averaging' must be one of {', '.join(LOSS_AVERAGING)}")
     if not 0 <= hparams["warmup_ratio"] < 1:
         raise bad("'warmup_ratio' must be in [0, 1)")
     if not 0 <= hparams["max_skipped_fraction"] <= 1:
@@ -214,6 +259,10 @@ def resolve_hparams(given: dict | None) -> dict:
         raise bad(f"'dtype' must be one of {', '.join(DTYPES)}")
     if hparams["save_dtype"] not in DTYPES:
         raise bad(f"'save_dtype' must be one of {', '.join(DTYPES)}")
+    if isinstance(hparams["tokenizer_legacy"], str) and hparams["tokenizer_legacy"] != "auto":
+        raise bad("'tokenizer_legacy' must be true, false or \"auto\"")
+    if hparams["resume"] not in RESUME_MODES:
+        raise bad(f"'resume' must be one of {', '.join(RESUME_MODES)}")
     if hparams["lora"]["bias"] not in ("none", "all", "lora_only"):
         raise bad("'lora.bias' must be none, all or lora_only")
     for key in ("packing", "group_by_length"):
@@ -225,6 +274,22 @@ def resolve_hparams(given: dict | None) -> dict:
     if isinstance(target, list) and not all(isinstance(name, str) for name in target):
         raise bad("'lora.target_modules' must be 'all-linear' or a list of module names")
     return hparams
+
+
+def gradient_accumulation(hp: dict, world_size: int) -> int:
+    """Accumulation steps: given, or derived from `global_batch_size` and the world size."""
+    if hp["global_batch_size"] is None:
+        return hp["gradient_accumulation_steps"]
+    per_step = hp["per_device_train_batch_size"] * world_size
+    if hp["global_batch_size"] % per_step:
+        raise input_error(
+            "--hparams",
+            f"global_batch_size {hp['global_batch_size']} is not a multiple of "
+            f"per_device_train_batch_size x processes = {hp['per_device_train_batch_size']} x "
+            f"{world_size}",
+            field="global_batch_size",
+        )
+    return hp["global_batch_size"] // per_step
 
 
 def parse_hparams(text: str) -> dict:
@@ -332,6 +397,14 @@ class _Examples:
         return {"input_ids": example["input_ids"], "labels": example["labels"]}
 
 
+def _clock(seconds: float | None) -> str:
+    """h:mm:ss (or ? when not known yet)."""
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
 def _callbacks():
     """Trainer callbacks, built lazily so importing this module stays light."""
     from transformers import TrainerCallback
@@ -348,15 +421,22 @@ def _callbacks():
                 )
 
     class StderrProgress(TrainerCallback):
-        """One line per logging step on stderr: step, loss, learning rate."""
+        """One line per logging step on stderr: step, loss, learning rate, elapsed, ETA."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started, self.first_step = time.monotonic(), state.global_step  # resumed: > 0
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:
                 return
             if "loss" in logs:
+                elapsed = time.monotonic() - self.started
+                done = state.global_step - self.first_step
+                left = elapsed / done * (state.max_steps - state.global_step) if done else None
                 print(
                     f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f} "
-                    f"lr {logs.get('learning_rate', float('nan')):.3g}",
+                    f"lr {logs.get('learning_rate', float('nan')):.3g} "
+                    f"elapsed {_clock(elapsed)} eta {_clock(left)}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -411,18 +491,42 @@ def _complete_checkpoints(work: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.removeprefix("checkpoint-")))
 
 
+def signature_changes(previous: dict, current: dict) -> str:
+    """`hparams.learning_rate: 2e-05 -> 0.001, data_sha256: ...`: what differs, value by value."""
+
+    def flat(value: dict, prefix: str = "") -> dict:
+        items = {}
+        for key, item in value.items():
+            if isinstance(item, dict):
+                items |= flat(item, f"{prefix}{key}.")
+            else:
+                items[f"{prefix}{key}"] = item
+        return items
+
+    old, new = flat(previous), flat(current)
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    return ", ".join(f"{k}: {json.dumps(old.get(k))} -> {json.dumps(new.get(k))}" for k in changed)
+
+
+def _move_aside(work: Path, why: str) -> None:
+    """Keep another run's checkpoints (nothing is lost) out of this run's way."""
+    stale = work.with_name(f"{work.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(work, stale)
+    print(
+        f"moved checkpoints of a different run ({why}) aside to {stale}; delete it when it is "
+        "no longer needed",
+        file=sys.stderr,
+    )
+
+
 def _prepare_work_dir(work: Path, signature: dict, resume: str) -> Path | None:
     """Make the checkpoint directory ready; return the checkpoint to resume from, if any."""
     signature_file = work / RUN_SIGNATURE
     if work.exists() and resume == "auto" and signature_file.is_file():
         previous = json.loads(signature_file.read_text(encoding="utf-8"))
         if previous != signature:
-            changed = sorted(k for k in signature if previous.get(k) != signature[k])
-            raise input_error(
-                work,
-                f"holds checkpoints of a different run (differs in: {', '.join(changed)}); "
-                "delete it or pass --resume never",
-            )
+            _move_aside(work, signature_changes(previous, signature))
+            return _prepare_work_dir(work, signature, resume)
         checkpoints = _complete_checkpoints(work)
         for path in work.iterdir():  # half-written checkpoints and a half-saved result
             if path.is_dir() and path not in checkpoints:
@@ -486,7 +590,6 @@ def train(
     output: str | Path,
     hparams: dict | None = None,
     *,
-    resume: str = "auto",
     extra_callbacks: Sequence = (),
 ) -> dict:
     """Fine-tune `model` on `data` and write the result to `output`; return training_info.
@@ -502,16 +605,19 @@ def train(
 
     if method not in METHODS:
         raise input_error("--method", f"must be one of {', '.join(METHODS)}")
-    if resume not in RESUME_MODES:
-        raise input_error("--resume", f"must be one of {', '.join(RESUME_MODES)}")
     hp = resolve_hparams(hparams)
+    resume = hp["resume"]
     output = Path(output)
     work = checkpoints_dir(output)
     hf_logging.disable_progress_bar()
 
     # Tokenizer and data first: bad data should fail before a 7B model is loaded.
     tokenizer, added_tokens = load_tokenizer(
-        model, template, hp["model_max_length"], trust_remote_code=hp["trust_remote_code"]
+        model,
+        template,
+        hp["model_max_length"],
+        trust_remote_code=hp["trust_remote_code"],
+        legacy=hp["tokenizer_legacy"],
     )
     data_sha256 = file_sha256(data)
     cache = tokenized_cache_path(
@@ -573,16 +679,19 @@ def train(
         if message:
             print(message, file=sys.stderr)
 
+    accumulation = gradient_accumulation(hp, int(os.environ.get("WORLD_SIZE", "1")))
     args = TrainingArguments(
         output_dir=str(work),
         per_device_train_batch_size=hp["per_device_train_batch_size"],
-        gradient_accumulation_steps=hp["gradient_accumulation_steps"],
+        gradient_accumulation_steps=accumulation,
         num_train_epochs=hp["num_train_epochs"],
         max_steps=hp["max_steps"],
         learning_rate=hp["learning_rate"],
         lr_scheduler_type=hp["lr_scheduler_type"],
         warmup_steps=hp["warmup_ratio"],  # a float below 1 is a ratio of the total steps
         weight_decay=hp["weight_decay"],
+        max_grad_norm=hp["max_grad_norm"],  # DeepSpeed's "auto" gradient_clipping takes it too
+        average_tokens_across_devices=hp["loss_averaging"] == "token",
         bf16=effective["bf16"],
         tf32=True if effective["tf32"] else None,
         activation_checkpointing=hp["gradient_checkpointing"] and not fsdp_config,  # FSDP does it
@@ -609,14 +718,17 @@ def train(
             "--hparams", "needs a distributed launch: torchrun --nproc_per_node=N", field="fsdp"
         )
     is_main = args.process_index == 0
+    own = hp if method == "lora" else {k: v for k, v in hp.items() if k != "lora"}  # recorded
     signature = {
         "model": str(model),
         "template": template,
         "method": method,
         "data_sha256": data_sha256,
-        "hparams": {k: v for k, v in hp.items() if k not in _RESUME_INSENSITIVE},
+        "hparams": {k: v for k, v in own.items() if k not in _RESUME_INSENSITIVE},
     }
-    with args.main_process_first(desc="checkpoint directory"):
+    # Global rank 0 first, on every node (local=False): the checkpoint directory is on the
+    # shared file system, and another node must not read it while rank 0 moves it aside.
+    with args.main_process_first(local=False, desc="checkpoint directory"):
         if is_main:
             resume_from = _prepare_work_dir(work, signature, resume)
         else:
@@ -624,7 +736,7 @@ def train(
             resume_from = checkpoints[-1] if checkpoints and resume == "auto" else None
     if resume_from:
         print(f"resuming from {resume_from}", file=sys.stderr)
-    if is_main and not cache.is_file():  # also after --resume never emptied the directory
+    if is_main and not cache.is_file():  # also after resume "never" emptied the directory
         save_tokenized(cache, examples, n_records, skips)
 
     transformers.set_seed(hp["seed"])  # LoRA matrices are initialised randomly
@@ -665,8 +777,9 @@ def train(
         "packing_check": packing["check"],
         "loss_logits_only": packing["packing"] and logits_only,
         "group_by_length": group_by_length,
-        "samples_per_step": hp["per_device_train_batch_size"]
-        * hp["gradient_accumulation_steps"]
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "global_batch_size": hp["per_device_train_batch_size"]
+        * args.gradient_accumulation_steps
         * args.world_size,
         "tokenized_cache": {"path": str(cache), "hit": bool(cached)},
     }
@@ -696,6 +809,12 @@ def train(
         callbacks=[*_callbacks(), *extra_callbacks],
     )
     trainer.remove_callback(PrinterCallback)
+    if hp["loss_averaging"] == "micro_batch":
+        # transformers 4.31's loss: the model's mean over each micro-batch's trained tokens,
+        # divided by the accumulation steps (and averaged over processes by DDP/DeepSpeed).
+        # A Trainer that believes the model takes no loss kwargs does exactly that instead of
+        # dividing by the step's trained tokens (tests/test_train.py pins this).
+        trainer.model_accepts_loss_kwargs = False
     try:
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except NonFiniteLossError:
@@ -712,7 +831,7 @@ def train(
         method=method,
         data=str(data),
         data_sha256=signature["data_sha256"],
-        hparams=hp,
+        hparams=own,
         effective=effective
         | {
             "world_size": args.world_size,

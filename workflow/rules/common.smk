@@ -1,11 +1,13 @@
 """Config checks, the experiment grid, and every input/params function the rules use."""
 
+import difflib
 import json
 import os
 import re
 import sys
 from pathlib import Path
 
+import jsonschema
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
@@ -16,16 +18,56 @@ SCRIPTS = Path(workflow.basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 from sbt.templates import TEMPLATES  # noqa: E402
 from sbt.training import HPARAM_DEFAULTS, LORA_DEFAULTS  # noqa: E402
+from sbt.launch import slurm_resources, train_launcher as launch_command  # noqa: E402
 from prefetch_benchmarks import (
     ETHICS_SPLITS,
     ETHICS_SUBSETS,
     ethics_file_name,
 )  # noqa: E402
 
-validate(config, schema="../schemas/config.schema.yaml")
 
-# GPUs per training job: a launch setting (the study used 4), not a Trainer argument.
-STUDY_NUM_GPUS = 4
+def schema_error_line(error):
+    """(key, message) of a JSON Schema error, short enough for one line.
+
+    Snakemake's own message repeats the whole schema (hundreds of lines); the path of the
+    offending key, what is wrong with it and a hint at the likely fix is what helps.
+    """
+    key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties":
+        known = list(error.schema.get("properties", {}))
+        unknown = [k for k in error.instance if k not in known]
+        hints = []
+        for name in unknown:
+            near = difflib.get_close_matches(name, known, n=1)
+            hints.append(
+                f"{name!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+            )
+        return key, f"unknown key {', '.join(hints)}; valid keys: {', '.join(known)}"
+    message = error.message
+    if len(message) > 300:
+        message = message[:300] + " ..."
+    if error.validator == "type" and isinstance(error.instance, str):
+        try:
+            float(error.instance)
+        except ValueError:
+            pass
+        else:  # YAML 1.1 reads 2e-5 as a string: a float needs a dot
+            message += f" (YAML reads {error.instance} as text; write it with a dot, e.g. 2.0e-5)"
+    return key, message
+
+
+def validate_config():
+    """Snakemake's schema validation (which also fills in the schema's defaults), with a
+    one-line error naming the key instead of the schema dump."""
+    try:
+        validate(config, schema="../schemas/config.schema.yaml")
+    except WorkflowError as exc:
+        error = exc.__context__
+        if not isinstance(error, jsonschema.ValidationError):
+            raise
+        config_error(*schema_error_line(error))
+
+
 RESULTS = "results"
 # What the local rule prefetch_benchmarks writes (on a machine with network).
 PREFETCH_DIR = "resources/benchmarks"
@@ -35,6 +77,9 @@ PREFETCHED_ETHICS = [
     for subset in ETHICS_SUBSETS
     for split in ETHICS_SPLITS
 ]
+PREFETCHED_MMLU = f"{PREFETCH_DIR}/mmlu"  # data.tar's dev/ and test/ CSVs (mmlu_study)
+# The study's own MMLU script, as a task (scripts/sbt/mmlu_study.py).
+MMLU_STUDY = "mmlu_study"
 EXTERNAL = "external"  # path part of released checkpoints' results
 
 
@@ -49,6 +94,9 @@ def config_error(key, message):
     raise WorkflowError(f"config error: {key}: {message}")
 
 
+validate_config()
+
+
 # Data sources that the prefetch rules may download: source path -> url.
 SOURCE_URLS = {
     v["sources"][0]: v["url"] for v in config["data"].values() if v.get("url")
@@ -61,6 +109,34 @@ def check_path(key, path):
         config_error(
             key,
             f"relative path {path!r} leaves the working directory; use an absolute path if intended",
+        )
+
+
+def check_mmlu_study(name, bench):
+    """data_dir goes with task mmlu_study, alone in its benchmark, and must exist."""
+    data_dir = bench.get("data_dir")
+    if MMLU_STUDY not in bench["tasks"] and not data_dir:
+        return
+    if bench["tasks"] != [MMLU_STUDY]:
+        config_error(
+            f"benchmarks.{name}.tasks",
+            f"{MMLU_STUDY} runs alone in its benchmark (data_dir is for it only)",
+        )
+    if not data_dir:
+        config_error(
+            f"benchmarks.{name}.data_dir",
+            f"{MMLU_STUDY} reads data.tar's CSV files: set data_dir (e.g. {PREFETCHED_MMLU})",
+        )
+    if bench.get("data_files"):
+        config_error(
+            f"benchmarks.{name}.data_files",
+            f"{MMLU_STUDY} takes data_dir, not data_files",
+        )
+    check_path(f"benchmarks.{name}.data_dir", data_dir)
+    if data_dir != PREFETCHED_MMLU and not Path(data_dir, "test").is_dir():
+        config_error(
+            f"benchmarks.{name}.data_dir",
+            f"{data_dir!r} has no test/ folder (nor is it written by prefetch_benchmarks)",
         )
 
 
@@ -95,6 +171,7 @@ def check_config():
                     f"method {method!r} has no settings under training.{method}",
                 )
     for name, bench in config["benchmarks"].items():
+        check_mmlu_study(name, bench)
         for split, path in bench.get("data_files", {}).items():
             check_path(f"benchmarks.{name}.data_files.{split}", path)
             if not Path(path).exists() and path not in PREFETCHED_ETHICS:
@@ -245,7 +322,6 @@ def tiny_corpus():
 def hparams(backbone, method):
     """Study defaults (sbt.training) <- training.<method> <- backbones.<b>.training.<method>."""
     merged = {k: v for k, v in HPARAM_DEFAULTS.items() if k != "lora"}
-    merged["num_gpus"] = STUDY_NUM_GPUS
     lora = dict(LORA_DEFAULTS)
     layers = (
         config["training"].get(method, {}),
@@ -256,29 +332,74 @@ def hparams(backbone, method):
         lora.update(layer.get("lora", {}))
     if method == "lora":
         merged["lora"] = lora
-    for key in ("trust_remote_code", "allow_pickle_weights"):
+    for key in ("trust_remote_code", "allow_pickle_weights", "tokenizer_legacy"):
         merged[key] = config["backbones"][backbone][key]
     return merged
 
 
 def train_hparams_json(wildcards):
-    settings = hparams(wildcards.backbone, wildcards.method)
-    settings.pop("num_gpus")  # a launch setting, not a training one
-    return json.dumps(settings, sort_keys=True)
+    """Every training setting, num_gpus included: it is a params, so editing any of them
+    (the global batch follows the GPUs unless global_batch_size is set) reruns the job.
+    """
+    return json.dumps(hparams(wildcards.backbone, wildcards.method), sort_keys=True)
+
+
+def check_global_batch(backbone, method):
+    """global_batch_size must split into per-device batches over the job's processes."""
+    settings = hparams(backbone, method)
+    if settings["global_batch_size"] is None:
+        return
+    per_step = (
+        settings["per_device_train_batch_size"]
+        * max(1, settings["num_gpus"])
+        * settings["nodes"]
+    )
+    if settings["global_batch_size"] % per_step:
+        nodes = " x nodes" if settings["nodes"] > 1 else ""
+        config_error(
+            f"training.{method}.global_batch_size",
+            f"{settings['global_batch_size']} for backbone {backbone} is not a multiple of"
+            f" per_device_train_batch_size x num_gpus{nodes} = {per_step}",
+        )
+
+
+for _backbone, _, _method in trained_runs():
+    check_global_batch(_backbone, _method)
 
 
 def num_gpus(backbone, method):
     return hparams(backbone, method)["num_gpus"]
 
 
-def train_launcher(wildcards, resources):
-    """One process per granted GPU through torchrun; FSDP and DeepSpeed need torchrun even
-    on one GPU. Plain python for a single process on a CPU or one GPU."""
-    gpus = int(resources.gpu)
+def train_nodes(wildcards):
+    return hparams(wildcards.backbone, wildcards.method)["nodes"]
+
+
+def train_resource(name):
+    """One scheduler resource of a train job (sbt.launch.slurm_resources): `gpu` on one
+    node; `nodes`, `tasks`, `gres`, `tasks_per_gpu`, `mpi` across several (None: unset).
+    """
+
+    def value(wildcards):
+        settings = hparams(wildcards.backbone, wildcards.method)
+        return slurm_resources(settings["nodes"], settings["num_gpus"])[name]
+
+    return value
+
+
+def train_launcher(wildcards):
+    """One node: python, or torchrun with one process per GPU (FSDP and DeepSpeed need
+    torchrun even on one GPU). Several nodes: srun starting one torchrun per node, which
+    meet in a c10d rendezvous (sbt.launch, docs/slurm.md). From wildcards only, so the
+    launch line is a recorded param."""
     settings = hparams(wildcards.backbone, wildcards.method)
-    if gpus > 1 or (gpus == 1 and (settings["fsdp"] or settings["deepspeed"])):
-        return f"torchrun --standalone --nproc_per_node={gpus}"
-    return "python"
+    return launch_command(
+        settings["nodes"],
+        settings["num_gpus"],
+        sharded=bool(settings["fsdp"] or settings["deepspeed"]),
+        cpus_per_task=train_threads(wildcards),
+        scripts_dir=SCRIPTS,
+    )
 
 
 def train_threads(wildcards):
@@ -340,12 +461,24 @@ def eval_inputs(wildcards):
         inputs["model"] = model
     if adapter and adapter.startswith(f"{RESULTS}/"):
         inputs["adapter"] = adapter
-    data_files = benchmark(wildcards.benchmark).get("data_files")
+    bench = benchmark(wildcards.benchmark)
+    data_files = bench.get("data_files")
     # Without local files the job reads the HF cache that prefetch_benchmarks filled.
     inputs["data_files"] = (
         list(data_files.values()) if data_files else [PREFETCH_MANIFEST]
     )
+    # mmlu_study: every CSV (so edits rerun it), or the folder prefetch_benchmarks writes.
+    if bench.get("data_dir"):
+        inputs["data_files"] = mmlu_files(bench["data_dir"])
     return inputs
+
+
+def mmlu_files(data_dir):
+    if data_dir == PREFETCHED_MMLU:
+        return [PREFETCHED_MMLU]
+    return sorted(
+        str(p) for split in ("dev", "test") for p in Path(data_dir, split).glob("*.csv")
+    )
 
 
 def hub_benchmark_tasks():
@@ -354,7 +487,7 @@ def hub_benchmark_tasks():
         {
             task
             for bench in config["benchmarks"].values()
-            if not bench.get("data_files")
+            if not bench.get("data_files") and not bench.get("data_dir")
             for task in bench["tasks"]
         }
     )
@@ -367,6 +500,8 @@ def eval_args(wildcards):
     from outputs, and the params trigger must see every argument."""
     model, adapter, dtype, _ = eval_model(wildcards)
     bench = benchmark(wildcards.benchmark)
+    study = config["evaluation"]  # the study-mode keys (see sbt/lmeval_study.py)
+    dtype = study.get("dtype") or dtype  # "checkpoint": the model's own torch_dtype
     args = ["--model", model, "--dtype", dtype, "--benchmark", wildcards.benchmark]
     if adapter:
         args += ["--adapter", adapter]
@@ -375,6 +510,10 @@ def eval_args(wildcards):
     args += ["--num-fewshot", str(bench["num_fewshot"])]
     if bench.get("data_files"):
         args += ["--data-files"] + [f"{s}={p}" for s, p in bench["data_files"].items()]
+    if bench.get("data_dir"):
+        args += ["--data-dir", bench["data_dir"]]
+    if bench.get("dtype"):  # e.g. mmlu_study: the study's MMLU script ran float32
+        args[args.index("--dtype") + 1] = bench["dtype"]
     if bench.get("metrics"):
         args += ["--metrics", *bench["metrics"]]
     if bench.get("limit"):
@@ -387,6 +526,10 @@ def eval_args(wildcards):
     args += ["--batch-size", str(batch_size)]
     args += ["--seed", str(config["evaluation"]["seed"])]
     args += ["--device", config["evaluation"]["device"]]
+    bos = {None: "default", True: "true", False: "false"}[study.get("add_bos_token")]
+    args += ["--add-bos-token", bos]
+    args += ["--fewshot-sampler", study.get("fewshot_sampler", "lm_eval")]
+    args += ["--task-config", study.get("task_config", "lm_eval")]
     settings = eval_settings(wildcards)
     if settings.get("trust_remote_code"):
         args.append("--trust-remote-code")
@@ -465,3 +608,39 @@ def disk_estimate():
 
 if workflow.is_main_process:
     logger.info(disk_estimate())
+
+
+# ---------------------------------------------------------------- failures
+
+
+ERROR_BLOCK = "Error in rule "  # how Snakemake's run log opens a failed job's block
+
+
+def report_failures(log):
+    """After a run with failures (e.g. under --keep-going): each failed job's rule, output
+    and log file, with the last lines of that log, so nobody has to scroll back for them.
+    Read from Snakemake's own run log, whose error blocks name the output and the log.
+    """
+    if not log or not Path(log).is_file():
+        return
+    failed = {}
+    current = None
+    for line in Path(log).read_text(errors="replace").splitlines():
+        if line.startswith(ERROR_BLOCK):
+            current = {"rule": line.removeprefix(ERROR_BLOCK).rstrip(":")}
+        elif current is not None and line.startswith("    output: "):
+            current["output"] = line.partition(": ")[2]
+        elif current is not None and line.startswith("    log: "):
+            current["log"] = line.partition(": ")[2].split(" (check log")[0]
+            failed[(current["rule"], current.get("output"))] = current
+    if not failed:
+        return
+    lines = [f"{len(failed)} failed job(s):"]
+    for job in failed.values():
+        lines.append(f"  {job['rule']} -> {job.get('output', '?')}")
+        for job_log in job["log"].split(", "):
+            lines.append(f"    log: {job_log}")
+            if Path(job_log).is_file():
+                tail = Path(job_log).read_text(errors="replace").splitlines()[-3:]
+                lines += [f"      | {text[:200]}" for text in tail]
+    logger.error("\n".join(lines))

@@ -2,7 +2,9 @@
 
 
 rule build_tiny_backbone:
-    """A small random LLaMA-architecture model + a tokenizer trained on the demo corpus."""
+    """A small random LLaMA-architecture model + a SentencePiece tokenizer trained on the
+    demo corpus; every key of the backbone's `tiny` section (shape, seed, tokenizer_layout)
+    becomes an option of the script."""
     input:
         tiny_corpus(),
     output:
@@ -42,7 +44,14 @@ rule train:
         "../../envs/workflow.yaml"
     threads: train_threads
     resources:
-        gpu=lambda wildcards: num_gpus(wildcards.backbone, wildcards.method),
+        gpu=train_resource("gpu"),
+        # training.<method>.nodes > 1: N nodes with num_gpus GPUs each, one task per node,
+        # launched by the rule's own srun (the mpi resource stops the executor adding one)
+        nodes=train_resource("nodes"),
+        tasks=train_resource("tasks"),
+        tasks_per_gpu=train_resource("tasks_per_gpu"),
+        gres=train_resource("gres"),
+        mpi=train_resource("mpi"),
         mem_mb=train_mem_mb,
         runtime=train_runtime,
     params:
