@@ -16,6 +16,7 @@ Output JSON (written atomically):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -23,14 +24,27 @@ import sys
 import time
 from pathlib import Path
 
+from sbt.benchmark_files import check_benchmark_files, labels_must_fit_the_choices
+from sbt.checkpoints import check_adapter, language_model_view
 from sbt.common import (
     atomic_path,
     cli,
     input_error,
     int_at_least,
     provenance,
+    quiet_progress_bars,
     unshadow_scripts_dir,
     write_json,
+)
+from sbt.lmeval_study import (
+    BOS_CHOICES,
+    FEWSHOT_SAMPLERS,
+    TASK_CONFIGS,
+    StudyOptions,
+    apply_overrides,
+    bos_model_arg,
+    checkpoint_dtype,
+    plan_study_tasks,
 )
 from sbt.lmeval_tasks import (
     DEFAULT_BOOTSTRAP_ITERS,
@@ -47,8 +61,14 @@ from sbt.lmeval_tasks import (
     select_metrics,
     use_offline_hub,
 )
+from sbt.mmlu_study import TASK_NAME as MMLU_STUDY
+from sbt.mmlu_study import TASK_SOURCE as MMLU_STUDY_SOURCE
+from sbt.mmlu_study import plan_from_cli as plan_mmlu_study
+from sbt.mmlu_study import study_model_args as mmlu_study_model_args
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+# "checkpoint": the dtype in the model's config.json (float32 when it names none), what the
+# study's harness loaded; "auto" is transformers' own choice.
+DTYPES = ("checkpoint", "auto", "float32", "bfloat16", "float16")
 
 if __name__ == "__main__":
     unshadow_scripts_dir(__file__)
@@ -82,6 +102,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="SPLIT=PATH",
         help="local benchmark files per split, in the dataset's own schema (JSON/JSONL)",
     )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help=f"task {MMLU_STUDY} (the study's MMLU): data.tar's data/ folder (dev/, test/ CSVs)",
+    )
     parser.add_argument("--output", required=True, help="result JSON to write")
     parser.add_argument("--benchmark", help="benchmark name recorded in the output")
     parser.add_argument(
@@ -93,6 +118,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int_at_least(1), default=8)
     parser.add_argument("--limit", type=int_at_least(1), help="only the first N documents per task")
     parser.add_argument("--dtype", choices=DTYPES, default="float32")
+    study = parser.add_argument_group(
+        "study mode", "lm-eval v0.3 behaviour (the study's harness); see sbt/lmeval_study.py"
+    )
+    study.add_argument(
+        "--add-bos-token",
+        choices=BOS_CHOICES,
+        default="default",
+        help="prepend <s> to prompts: default = the tokenizer's choice (lm-eval 0.4); "
+        "false = the study's harness",
+    )
+    study.add_argument(
+        "--fewshot-sampler",
+        choices=FEWSHOT_SAMPLERS,
+        default="lm_eval",
+        help="v0.3: the study harness's draw of few-shot examples; lm_eval: lm-eval 0.4's",
+    )
+    study.add_argument(
+        "--task-config",
+        choices=TASK_CONFIGS,
+        default="lm_eval",
+        help="study: v0.3 stop strings and metrics (ETHICS em, gsm8k acc, ...); "
+        "lm_eval: the stock task YAMLs",
+    )
     parser.add_argument("--seed", type=int, default=1234, help="every lm-eval random seed")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument(
@@ -153,48 +201,75 @@ def evaluate(args: argparse.Namespace) -> dict:
     """Validate the arguments, run lm-eval, and return the output document."""
     started = time.perf_counter()
     use_offline_hub()
+    quiet_progress_bars()  # job logs are read in editors and `tail`, not terminals
     run_info = parse_run_info(args.run_info)
     tasks = list(dict.fromkeys(args.task))
     check_local_path(args.model, "--model")
     if args.adapter:
         check_local_path(args.adapter, "--adapter")
     data_files = parse_data_files(args.data_files)
-    if data_files:
+    # Bad rows fail here, in one line, before lm-eval or any model sees them.
+    check_benchmark_files((task, data_files) for task in tasks)
+    study = StudyOptions(task_config=args.task_config, fewshot_sampler=args.fewshot_sampler)
+    mmlu_study = plan_mmlu_study(tasks, args.data_dir, data_files)
+    if mmlu_study:  # the study's own MMLU script as a task (sbt/mmlu_study.py)
+        local_tasks = mmlu_study
+        check_declared_metrics(local_tasks, args.metrics)
+        sources = {MMLU_STUDY: MMLU_STUDY_SOURCE}
+    elif data_files:
         local_tasks = plan_local_tasks(tasks, data_files, args.num_fewshot)
+        for task in local_tasks:
+            apply_overrides(task, study, args.num_fewshot)
         check_declared_metrics(local_tasks, args.metrics)
         sources = {t.name: t.stock_source for t in local_tasks}
     else:
-        local_tasks = None
         check_task_names(tasks)
-        sources = {}
+        local_tasks = plan_study_tasks(tasks, study, args.num_fewshot) or None
+        check_declared_metrics(local_tasks or [], args.metrics)
+        sources = {t.name: t.stock_source for t in local_tasks or []}
     device = resolve_device(args.device)
+    if args.adapter:
+        check_adapter(args.adapter, allow_pickle_weights=args.allow_pickle_weights)
+    # A LLaVA-1.x checkpoint (the study's releases) loads as the LlamaForCausalLM it holds.
+    views = contextlib.ExitStack()
+    model_path, checkpoint = views.enter_context(
+        language_model_view(args.model, allow_pickle_weights=args.allow_pickle_weights)
+    )
+    dtype = args.dtype
+    if dtype == "checkpoint":  # the study's harness: the checkpoint's own torch_dtype
+        dtype = checkpoint_dtype(model_path, trust_remote_code=args.trust_remote_code)
     benchmark = args.benchmark or "+".join(tasks)
     model_args = hf_model_args(
-        args.model,
+        model_path,
         adapter=args.adapter,
         tokenizer=args.tokenizer,
-        dtype=args.dtype,
+        dtype=dtype,
         trust_remote_code=args.trust_remote_code,
         allow_pickle_weights=args.allow_pickle_weights,
+        add_bos_token=bos_model_arg(args.add_bos_token),
     )
+    if mmlu_study:
+        model_args = mmlu_study_model_args(model_args)
+        log(f"{MMLU_STUDY}: BOS as the tokenizer adds it, max_length {model_args['max_length']}")
     what = f"{args.model}" + (f" + adapter {args.adapter}" if args.adapter else "")
-    log(f"{benchmark}: tasks {', '.join(tasks)} on {what} ({device}, {args.dtype})")
+    log(f"{benchmark}: tasks {', '.join(tasks)} on {what} ({device}, {dtype})")
     if data_files:
         log("data files: " + ", ".join(f"{s}={p}" for s, p in data_files.items()))
     setup_s = time.perf_counter() - started
     try:
-        results = run_lm_eval(
-            tasks,
-            model_args=model_args,
-            local_tasks=local_tasks,
-            num_fewshot=args.num_fewshot,
-            batch_size=args.batch_size,
-            device=device,
-            limit=args.limit,
-            seed=args.seed,
-            log_samples=bool(args.log_samples),
-            bootstrap_iters=args.bootstrap_iters,
-        )
+        with labels_must_fit_the_choices(benchmark):
+            results = run_lm_eval(
+                tasks,
+                model_args=model_args,
+                local_tasks=local_tasks,
+                num_fewshot=args.num_fewshot,
+                batch_size=args.batch_size,
+                device=device,
+                limit=args.limit,
+                seed=args.seed,
+                log_samples=bool(args.log_samples),
+                bootstrap_iters=args.bootstrap_iters,
+            )
     except ConnectionError as exc:  # offline and not in the local HF cache
         raise input_error(
             "--task",
@@ -206,6 +281,8 @@ def evaluate(args: argparse.Namespace) -> dict:
             hint = "; if it only ships pickled .bin weights and you trust it, set"
             hint += " allow_pickle_weights: true (--allow-pickle-weights)"
         raise input_error(args.model, f"cannot load model: {exc}{hint}") from None
+    finally:
+        views.close()  # the temporary LLaMA view of a LLaVA checkpoint, if any
     metrics: dict[str, float | None] = {}
     for task in tasks:
         if task not in results["results"]:
@@ -232,7 +309,11 @@ def evaluate(args: argparse.Namespace) -> dict:
             "model": args.model,
             "adapter": args.adapter,
             "tokenizer": args.tokenizer,
-            "dtype": args.dtype,
+            "dtype": dtype,
+            "dtype_option": args.dtype,
+            "add_bos_token": args.add_bos_token,
+            "fewshot_sampler": args.fewshot_sampler,
+            "task_config": args.task_config,
             "batch_size": args.batch_size,
             "seed": args.seed,
             "limit": args.limit,
@@ -241,6 +322,8 @@ def evaluate(args: argparse.Namespace) -> dict:
             "allow_pickle_weights": args.allow_pickle_weights,
             "bootstrap_iters": args.bootstrap_iters,
             "data_files": dict(zip(data_files, _given_paths(args.data_files), strict=True)),
+            "data_dir": args.data_dir,
+            "checkpoint_format": checkpoint,
         },
         "run": run_info,
         "provenance": provenance(

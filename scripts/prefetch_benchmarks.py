@@ -7,7 +7,10 @@ Two kinds of benchmark need this:
   (`ethics.tar`) and write each subset's train and test split as JSON Lines in exactly the
   schema that dataset script produced, so the stock task YAMLs read them unchanged via
   `data_files`.
-- Everything else configured without `data_files` (MMLU, GSM8K, ...): the tasks are built
+- MMLU as the study ran it (task `mmlu_study`): the study's script reads the original
+  archive's CSV files (`data.tar`: `data/dev/{subject}_dev.csv`, `data/test/...`), so the
+  dev and test files are unpacked as they are into one folder (`dev/`, `test/`).
+- Everything else configured without `data_files` (lm-eval's MMLU, GSM8K, ...): the tasks are built
   once through lm-eval, which downloads their datasets into the Hugging Face cache;
   evaluation jobs then run with HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1 against that
   cache. SQuAD2's metric (`evaluate.load("squad_v2")`) is cached the same way.
@@ -19,6 +22,7 @@ import argparse
 import csv
 import io
 import json
+import re
 import sys
 import tarfile
 import urllib.request
@@ -44,6 +48,12 @@ ETHICS_SUBSETS = {
     "virtue": ("virtue", "virtue"),
 }
 ETHICS_SPLITS = ("train", "test")
+MMLU_URL = "https://people.eecs.berkeley.edu/~hendrycks/data.tar"
+MMLU_SPLITS = (
+    "dev",
+    "test",
+)  # what the study's evaluate_mmlu.py reads (not val/, auxiliary_train/)
+MMLU_MEMBER = re.compile(r"^data/(dev|test)/([a-z_]+)_(dev|test)\.csv$")
 
 
 def ethics_file_name(subset: str, split: str) -> str:
@@ -105,6 +115,32 @@ def convert_ethics_archive(archive: str | Path, output_dir: str | Path) -> dict[
     return counts
 
 
+def unpack_mmlu_archive(archive: str | Path, output_dir: str | Path) -> dict[str, int]:
+    """data.tar -> output_dir/{dev,test}/{subject}_{split}.csv, bytes unchanged; returns
+    files per split. Only those members are read (no path from the archive is trusted)."""
+    output_dir = Path(output_dir)
+    found: dict[str, dict[str, tarfile.TarInfo]] = {split: {} for split in MMLU_SPLITS}
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():
+            match = MMLU_MEMBER.match(Path(member.name).as_posix().removeprefix("./"))
+            if member.isfile() and match and match.group(1) == match.group(3):
+                found[match.group(1)][match.group(2)] = member
+        if not found["test"]:
+            raise input_error(
+                archive, "no data/test/{subject}_test.csv members (not MMLU's data.tar?)"
+            )
+        for subject in sorted(found["test"]):
+            if subject not in found["dev"]:
+                raise input_error(
+                    archive, "member missing from the archive", field=f"data/dev/{subject}_dev.csv"
+                )
+        for split, members in found.items():
+            for subject, member in sorted(members.items()):
+                with atomic_path(output_dir / split / f"{subject}_{split}.csv") as tmp:
+                    tmp.write_bytes(tar.extractfile(member).read())
+    return {split: len(members) for split, members in found.items()}
+
+
 def download(url: str, target: Path) -> Path:
     with atomic_path(target) as tmp:
         with urllib.request.urlopen(url) as response, open(tmp, "wb") as fh:
@@ -138,6 +174,15 @@ def _leaf_tasks(task_dict: dict) -> Iterator[tuple[str, object]]:
             yield getattr(key, "group_name", key), value
 
 
+def local_archive(source: str, download_to: Path, what: str) -> str:
+    """The archive as a local path: downloaded first when `source` is a URL."""
+    if source.startswith(("https://", "http://")):
+        return str(download(source, download_to))
+    if not Path(source).exists():
+        raise input_error(source, f"{what} archive not found")
+    return source
+
+
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -147,18 +192,25 @@ def main(argv: list[str] | None = None) -> int:
         default=ETHICS_URL,
         help="ethics.tar: a local path or a download address (default: the original archive)",
     )
+    parser.add_argument(
+        "--mmlu-dir", help="unpack MMLU's dev/ and test/ CSV files (task mmlu_study) here"
+    )
+    parser.add_argument(
+        "--mmlu-archive",
+        default=MMLU_URL,
+        help="MMLU's data.tar: a local path or a download address (default: the original)",
+    )
     parser.add_argument("--hub-tasks", nargs="*", default=[], help="lm-eval tasks to cache")
     parser.add_argument("--manifest", required=True, help="JSON summary of what was fetched")
     args = parser.parse_args(argv)
 
     manifest: dict[str, object] = {}
     if args.ethics_dir:
-        archive = args.ethics_archive
-        if archive.startswith(("https://", "http://")):
-            archive = download(archive, Path(args.ethics_dir) / "ethics.tar")
-        elif not Path(archive).exists():
-            raise input_error(archive, "ETHICS archive not found")
+        archive = local_archive(args.ethics_archive, Path(args.ethics_dir) / "ethics.tar", "ETHICS")
         manifest["ethics"] = convert_ethics_archive(archive, args.ethics_dir)
+    if args.mmlu_dir:
+        archive = local_archive(args.mmlu_archive, Path(args.mmlu_dir) / "data.tar", "MMLU")
+        manifest["mmlu"] = unpack_mmlu_archive(archive, args.mmlu_dir)
     if args.hub_tasks:
         manifest["hub_tasks"] = cache_hub_tasks(args.hub_tasks)
     write_json(args.manifest, {**manifest, "provenance": provenance()})

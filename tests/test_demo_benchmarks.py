@@ -33,13 +33,18 @@ FIELDS = {
 }
 
 
+def _files(root: Path) -> list[str]:
+    """Every file under root (the MMLU CSVs sit in subfolders), relative, sorted."""
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
 def test_generator_is_deterministic_and_the_committed_files_are_current(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     write_benchmarks(first, seed=0)
     write_benchmarks(second, seed=0)
-    names = sorted(p.name for p in first.iterdir())
-    assert names == sorted(p.name for p in second.iterdir())
-    assert names == sorted(p.name for p in BENCHMARKS.iterdir())
+    names = _files(first)
+    assert names == _files(second)
+    assert names == _files(BENCHMARKS)
     for name in names:
         assert (first / name).read_bytes() == (second / name).read_bytes()
         assert (first / name).read_bytes() == (BENCHMARKS / name).read_bytes(), (

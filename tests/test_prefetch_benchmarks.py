@@ -126,3 +126,68 @@ def test_missing_member_is_one_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ethics/commonsense/cm_train.csv" in err[0]
     assert not (tmp_path / "m.json").exists()
+
+
+# --------------------------------------------------------------------------- MMLU (data.tar)
+MMLU_CSV = {
+    "data/dev/anatomy_dev.csv": 'What is the largest bone?,Femur,Tibia,"Ulna, or radius",Skull,A\n',
+    "data/test/anatomy_test.csv": "Which organ pumps blood?,Lung,Heart,Liver,None,B\n",
+    "data/dev/virology_dev.csv": "What is a virion?,A cell,A particle,A gene,An organ,B\n",
+    "data/test/virology_test.csv": "Viruses replicate in?,Host cells,Soil,Water,Air,A\n",
+    "data/val/anatomy_val.csv": "Not read?,a,b,c,d,A\n",
+    "data/auxiliary_train/arc_easy.csv": "Not read either?,a,b,c,d,A\n",
+    "data/README.txt": "MMLU\n",
+}
+
+
+def make_mmlu_archive(path: Path, members: dict[str, str]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, text in members.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        evil = tarfile.TarInfo("../data/test/escape_test.csv")  # never written anywhere
+        evil.size = 0
+        tar.addfile(evil, io.BytesIO(b""))
+    return path
+
+
+def test_mmlu_archive_unpacks_dev_and_test_as_they_are(tmp_path):
+    from sbt.mmlu_study import load_mmlu
+
+    archive = make_mmlu_archive(tmp_path / "data.tar", MMLU_CSV)
+    out = tmp_path / "mmlu"
+    manifest = tmp_path / "manifest.json"
+    code = main(
+        ["--mmlu-dir", str(out), "--mmlu-archive", str(archive), "--manifest", str(manifest)]
+    )
+    assert code == 0
+    assert json.loads(manifest.read_text())["mmlu"] == {"dev": 2, "test": 2}
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == [
+        "dev/anatomy_dev.csv",
+        "dev/virology_dev.csv",
+        "test/anatomy_test.csv",
+        "test/virology_test.csv",
+    ]
+    for name in files:
+        assert (out / name).read_text() == MMLU_CSV[f"data/{name}"]
+    assert not (tmp_path / "data").exists()
+    test, dev = load_mmlu(out)  # what task mmlu_study reads
+    assert [(d["subject"], d["answer"]) for d in test] == [("anatomy", "B"), ("virology", "A")]
+    assert test[0]["choices"] == ["Lung", "Heart", "Liver", "nan"]  # pandas reads "None" as NaN
+    assert dev["anatomy"][0]["choices"][2] == "Ulna, or radius"
+
+
+def test_mmlu_archive_without_a_dev_file_is_one_clear_error(tmp_path, capsys):
+    members = {k: v for k, v in MMLU_CSV.items() if k != "data/dev/virology_dev.csv"}
+    archive = make_mmlu_archive(tmp_path / "data.tar", members)
+    code = main(
+        ["--mmlu-dir", str(tmp_path / "out"), "--mmlu-archive", str(archive)]
+        + ["--manifest", str(tmp_path / "m.json")]
+    )
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data/dev/virology_dev.csv" in err[0], err
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "out").exists()

@@ -176,9 +176,9 @@ class LocalTask:
             return self.stock_yaml.as_posix()
 
     def yaml_text(self) -> str:
-        import yaml
+        from sbt.lmeval_study import dump_task_yaml  # `!function` tags of the study mode
 
-        return yaml.safe_dump(self.overrides, sort_keys=False, default_flow_style=False)
+        return dump_task_yaml(self.overrides)
 
 
 def plan_local_task(
@@ -279,6 +279,7 @@ def hf_model_args(
     dtype: str = "float32",
     trust_remote_code: bool = False,
     allow_pickle_weights: bool = False,
+    add_bos_token: bool | None = None,
 ) -> dict[str, Any]:
     """model_args of lm-eval's "hf" model: a base model, plus a PEFT adapter when given.
 
@@ -296,6 +297,8 @@ def hf_model_args(
         args["peft"] = adapter
     if tokenizer:
         args["tokenizer"] = tokenizer
+    if add_bos_token is not None:  # None: the tokenizer's own default (LLaMA: add <s>)
+        args["add_bos_token"] = add_bos_token
     return args
 
 
@@ -311,27 +314,41 @@ def run_lm_eval(
     seed: int = 1234,
     log_samples: bool = False,
     bootstrap_iters: int = DEFAULT_BOOTSTRAP_ITERS,
+    model: Any = None,
+    use_cache: str | None = None,
 ) -> dict[str, Any]:
     """lm_eval.simple_evaluate with model "hf"; every random seed fixed to `seed`.
 
-    With `local_tasks`, lm-eval sees only their YAMLs (written to a temporary folder);
+    `model`: an already loaded lm-eval LM to use instead of loading "hf" from `model_args`
+    (which then only serve as the tasks' metadata); `use_cache`: lm-eval's request cache,
+    a SQLite file path prefix (lm-eval appends `_rank0.db`).
+
+    With `local_tasks`, lm-eval reads their YAMLs (written to a temporary folder, with the
+    study mode's functions beside them), and the stock tasks only for tasks not among them;
     without, the stock tasks and their datasets (from the local HF cache when offline).
     """
     use_offline_hub()
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    from sbt.lmeval_study import write_tasks_module
+
     metadata = dict(model_args)  # what simple_evaluate would give its own TaskManager
     with tempfile.TemporaryDirectory(prefix="sbt-lmeval-tasks-") as folder:
         if local_tasks:
             for task in local_tasks:
                 (Path(folder) / f"{task.name}.yaml").write_text(task.yaml_text(), encoding="utf-8")
-            manager = TaskManager(include_path=folder, include_defaults=False, metadata=metadata)
+            write_tasks_module(folder)
+            stock_too = not set(tasks) <= {task.name for task in local_tasks}
+            manager = TaskManager(
+                include_path=folder, include_defaults=stock_too, metadata=metadata
+            )
         else:
             manager = TaskManager(metadata=metadata)
         results = simple_evaluate(
-            model="hf",
+            model="hf" if model is None else model,
             model_args=dict(model_args),
+            use_cache=use_cache,
             tasks=list(tasks),
             num_fewshot=num_fewshot,
             batch_size=batch_size,

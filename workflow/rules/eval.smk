@@ -42,9 +42,11 @@ use rule evaluate_base as evaluate_external with:
 
 
 rule prefetch_benchmarks:
-    """On a machine with network: ETHICS as local files, other benchmarks into the HF cache."""
+    """On a machine with network: ETHICS as local files, MMLU's data.tar CSVs (mmlu_study),
+    other benchmarks into the HF cache."""
     output:
         ethics=PREFETCHED_ETHICS,
+        mmlu=directory(PREFETCHED_MMLU),
         manifest=PREFETCH_MANIFEST,
     log:
         "logs/prefetch_benchmarks.log",
@@ -59,5 +61,6 @@ rule prefetch_benchmarks:
         hub_tasks=hub_benchmark_tasks(),
     shell:
         "HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 python {params.script}"
-        " --ethics-dir {params.ethics_dir:q} --hub-tasks {params.hub_tasks}"
+        " --ethics-dir {params.ethics_dir:q} --mmlu-dir {output.mmlu:q}"
+        " --hub-tasks {params.hub_tasks}"
         " --manifest {output.manifest:q} 2> {log:q}"
