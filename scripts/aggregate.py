@@ -6,8 +6,12 @@ released (external) checkpoints. Columns are grouped by benchmark family: Truthf
 mc2, generation metrics), ETHICS (five subsets and their mean), then BoolQ, MMLU, GSM8K,
 MathQA, SQuAD2 and anything else present, plus the difference to the backbone's base model
 for TruthfulQA mc2 (mc1 when mc2 is absent) and the ETHICS mean. Scores are percentages
-with one decimal, as in the paper; missing results are left blank. One PNG per family:
-bars per run grouped by backbone, the base model's score as a dashed line.
+with one decimal, as in the paper; missing results are left blank. Where lm-eval reported
+a standard error, the CSV has a "<column> stderr" column beside the score, Markdown and
+LaTeX show "score ± stderr", and a "vs base" difference smaller than twice its combined
+standard error is marked † (not distinguishable from the base model). One PNG per family:
+bars per run grouped by backbone with error bars, the base model's score as a dashed line,
+chance level as a dotted one where defined, one y-axis for the family's panels.
 """
 
 from __future__ import annotations
@@ -30,35 +34,60 @@ checkpoints). Scores are percentages with one decimal (lm-eval accuracies x 100;
 ROUGE and SQuAD2 scores on their own 0-100 scale). Columns are "<family> <metric>":
 TruthfulQA mc1/mc2 are the multiple-choice scores; ETHICS mean is the mean of the five
 ETHICS subsets (shown only when all five were evaluated); "vs base" is the difference, in
-points, to the same backbone's base model. A blank cell means not evaluated.
+points, to the same backbone's base model. "± x" is lm-eval's standard error, in points (a
+difference's combines both runs'); † marks a difference smaller than twice its standard
+error, which these samples cannot tell apart from no difference. A blank cell means not
+evaluated.
 """
 
 
 def frame(summary: Summary):
-    """The summary as a pandas DataFrame: label columns, then one float column per metric."""
+    """The summary as a pandas DataFrame: label columns, then per metric a float column,
+    its "stderr" column where any run has one, and for a delta a "distinguishable" one."""
     import pandas as pd
 
+    columns, floats = list(LABEL_COLUMNS), []
+    for i, column in enumerate(summary.columns):
+        columns.append(column.key)
+        floats.append(column.key)
+        if summary.has_errors(i):
+            columns.append(f"{column.key} stderr")
+            floats.append(f"{column.key} stderr")
+            if column.delta_of:
+                columns.append(f"{column.key} distinguishable")
     rows = []
-    for run, values in zip(summary.runs, summary.values, strict=True):
+    for n, (run, values, errors) in enumerate(
+        zip(summary.runs, summary.values, summary.errors, strict=True)
+    ):
         row = {"backbone": run.backbone, "data": run.shown_data, "method": run.method}
-        row.update({c.key: v for c, v in zip(summary.columns, values, strict=True)})
+        for i, column in enumerate(summary.columns):
+            row[column.key] = values[i]
+            if summary.has_errors(i):
+                row[f"{column.key} stderr"] = errors[i]
+                if column.delta_of and errors[i] is not None:
+                    row[f"{column.key} distinguishable"] = (n, i) not in summary.indistinct
         rows.append(row)
-    columns = [*LABEL_COLUMNS, *(c.key for c in summary.columns)]
-    return pd.DataFrame(rows, columns=columns).astype({c.key: "float64" for c in summary.columns})
+    return pd.DataFrame(rows, columns=columns).astype({key: "float64" for key in floats})
 
 
-def formatted_cells(summary: Summary) -> list[list[str]]:
-    """Display text per run and column: "61.3", "+1.2" for deltas, "" when missing."""
+def formatted_cells(
+    summary: Summary, plus_minus: str = " ± ", dagger: str = "†"
+) -> list[list[str]]:
+    """Display text per run and column: "61.3 ± 2.1", "+1.2 ± 3.0†" for a delta that is
+    not distinguishable, "" when missing."""
     table = []
-    for values in summary.values:
+    for n, (values, errors) in enumerate(zip(summary.values, summary.errors, strict=True)):
         cells = []
-        for column, value in zip(summary.columns, values, strict=True):
+        for i, (column, value) in enumerate(zip(summary.columns, values, strict=True)):
             if value is None:
                 cells.append("")
-            elif column.delta_of:
-                cells.append(f"{value:+.1f}")
-            else:
-                cells.append(f"{value:.1f}")
+                continue
+            text = f"{value:+.1f}" if column.delta_of else f"{value:.1f}"
+            if errors[i] is not None:
+                text += f"{plus_minus}{errors[i]:.1f}"
+            if (n, i) in summary.indistinct:
+                text += dagger
+            cells.append(text)
         table.append(cells)
     return table
 
@@ -101,13 +130,21 @@ def latex_escape(text: str) -> str:
     return "".join(replacements.get(ch, ch) for ch in text)
 
 
+PLUS_MINUS, DAGGER = "\x01", "\x02"  # placeholders that latex_escape leaves alone
+
+
+def latex_cell(text: str) -> str:
+    return latex_escape(text).replace(PLUS_MINUS, r" $\pm$ ").replace(DAGGER, r"$^\dagger$")
+
+
 def to_latex(summary: Summary) -> str:
     """A booktabs table: family headers over their metrics, \\midrule between backbones."""
     n_labels = len(LABEL_COLUMNS)
     spec = "l" * n_labels + "r" * len(summary.columns)
     lines = [
         "% Evaluation summary: scores in percent; blank = not evaluated;",
-        "% 'vs base' = difference in points to the backbone's base model.",
+        "% 'vs base' = difference in points to the backbone's base model; +- lm-eval's",
+        "% standard error; \\dagger = a difference below twice its combined standard error.",
         f"\\begin{{tabular}}{{{spec}}}",
         "\\toprule",
     ]
@@ -125,12 +162,13 @@ def to_latex(summary: Summary) -> str:
     lines.append(" & ".join(latex_escape(h) for h in header) + " \\\\")
     lines.append("\\midrule")
     previous = None
-    for run, cells in zip(summary.runs, formatted_cells(summary), strict=True):
+    cells_of = formatted_cells(summary, plus_minus=PLUS_MINUS, dagger=DAGGER)
+    for run, cells in zip(summary.runs, cells_of, strict=True):
         if previous is not None and run.backbone != previous:
             lines.append("\\midrule")
         previous = run.backbone
         row = [run.backbone, run.shown_data, run.method, *cells]
-        lines.append(" & ".join(latex_escape(cell) for cell in row) + " \\\\")
+        lines.append(" & ".join(latex_cell(cell) for cell in row) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     return "\n".join(lines) + "\n"
 
@@ -176,16 +214,31 @@ def plot_family(summary: Summary, family: str, path: Path) -> bool:
     n_cols = min(3, len(indices))
     n_rows = -(-len(indices) // n_cols)
     width = max(3.5, 0.5 * len(shown) + 1.5)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width * n_cols, 3.8 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(width * n_cols, 3.8 * n_rows), squeeze=False, sharey=True
+    )
+    # One y-axis for the whole family, so its panels compare at a glance.
+    errors_of = {id(row): errs for row, errs in zip(summary.values, summary.errors, strict=True)}
+    tops, bottoms = [1.0], [0.0]
+    for _, row in shown:
+        for index in indices:
+            if row[index] is not None:
+                error = errors_of[id(row)][index] or 0.0
+                tops.append(row[index] + error)
+                bottoms.append(row[index] - error)
+    tops += [summary.chance[i] for i in indices if summary.chance[i] is not None]
+    axes[0][0].set_ylim(min(0.0, *bottoms), max(tops) * 1.2)
     for ax, index in zip(axes.flat, indices, strict=False):
         column = summary.columns[index]
         values = [row[index] for _, row in shown]
-        for x_pos, (run, _), value in zip(positions, shown, values, strict=True):
+        for x_pos, (run, row), value in zip(positions, shown, values, strict=True):
             if value is not None:
                 color = METHOD_COLORS.get(run.method, OTHER_COLOR)
-                ax.bar(x_pos, value, width=0.8, color=color, edgecolor="black", linewidth=0.4)
-        top = max(v for v in values if v is not None)
-        ax.set_ylim(min(0.0, *(v for v in values if v is not None)), max(top * 1.2, 1.0))
+                error = errors_of[id(row)][index]
+                ax.bar(x_pos, value, width=0.8, color=color, edgecolor="black", linewidth=0.4,
+                       yerr=error, capsize=3 if error else 0, error_kw={"linewidth": 0.8})  # fmt: skip
+        if summary.chance[index] is not None:
+            ax.axhline(summary.chance[index], color="firebrick", linestyle=":", linewidth=1.2)
         for backbone, xs in groups.items():
             base = next(
                 (
@@ -217,7 +270,11 @@ def plot_family(summary: Summary, family: str, path: Path) -> bool:
     methods = [m for m in METHOD_COLORS if any(run.method == m for run, _ in shown)]
     handles = [plt.Rectangle((0, 0), 1, 1, color=METHOD_COLORS[m]) for m in methods]
     handles.append(plt.Line2D([0], [0], color="black", linestyle="--"))
-    fig.legend(handles, [*methods, "base model"], loc="upper right", fontsize=8, ncols=5)
+    names = [*methods, "base model"]
+    if any(summary.chance[i] is not None for i in indices):
+        handles.append(plt.Line2D([0], [0], color="firebrick", linestyle=":"))
+        names.append("chance")
+    fig.legend(handles, names, loc="upper right", fontsize=8, ncols=6)
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})

@@ -196,3 +196,72 @@ def test_invalid_json_and_conflicting_duplicates(tmp_path, capsys):
                            str(tmp_path / "t"), "--plots-dir", str(tmp_path / "p")]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert f"error: {second}: field 'metrics.boolq/acc': differs from {first}" in err
+
+
+def write_with_stderr(folder: Path, name: str, run: dict, scores: dict, **document) -> None:
+    """A result JSON as evaluate.py writes it: metrics plus lm-eval's results with stderrs."""
+    results: dict = {}
+    for key, (value, stderr) in scores.items():
+        task, _, metric = key.partition("/")
+        results.setdefault(task, {})[f"{metric},none"] = value
+        results[task][f"{metric}_stderr,none"] = stderr
+    path = folder / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metrics = {key: value for key, (value, _) in scores.items()}
+    path.write_text(json.dumps({"run": run, "metrics": metrics, "results": results, **document}))
+
+
+def test_standard_errors_chance_levels_and_indistinct_deltas(tmp_path):
+    tqa = tmp_path / "tqa.jsonl"  # mc1: 1 of 2 and 1 of 4 choices -> chance 37.5%
+    tqa.write_text(
+        json.dumps({"mc1_targets": {"labels": [1, 0]}, "mc2_targets": {"labels": [1, 0]}})
+        + "\n"
+        + json.dumps({"mc1_targets": {"labels": [1, 0, 0, 0]}, "mc2_targets": {"labels": [1, 1, 0, 0]}})
+        + "\n"
+    )  # fmt: skip
+    folder = tmp_path / "eval"
+    config = {"config": {"data_files": {"validation": str(tqa)}}}
+    for method, mc1, mc2, cm in [
+        ("base", (0.30, 0.02), (0.40, 0.02), (0.50, 0.01)),
+        ("full", (0.31, 0.02), (0.50, 0.02), (0.52, 0.01)),  # mc2 +10 +- 2.8: distinguishable
+        ("lora", (0.32, 0.02), (0.42, 0.02), (0.51, 0.01)),  # mc2 +2 +- 2.8: not
+    ]:
+        run = run_of("m", method, "" if method == "base" else "d")
+        scores = {"truthfulqa_mc1/acc": mc1, "truthfulqa_mc2/acc": mc2}
+        write_with_stderr(folder / method, "tqa", run, scores, **config)
+        write_with_stderr(folder / method, "cm", run, {"ethics_cm/acc": cm})
+    tables, plots = produce([folder], tmp_path)
+
+    rows = read_csv(tables / "summary.csv")
+    assert list(rows[0])[3:] == [
+        "TruthfulQA mc1", "TruthfulQA mc1 stderr", "TruthfulQA mc2", "TruthfulQA mc2 stderr",
+        "TruthfulQA mc2 vs base", "TruthfulQA mc2 vs base stderr",
+        "TruthfulQA mc2 vs base distinguishable", "ETHICS cm", "ETHICS cm stderr",
+    ]  # fmt: skip
+    base, full, lora = rows
+    assert (base["TruthfulQA mc2"], base["TruthfulQA mc2 stderr"]) == ("40.0", "2.0")
+    assert (full["TruthfulQA mc2 vs base"], full["TruthfulQA mc2 vs base stderr"]) == (
+        "10.0",
+        "2.8",
+    )
+    assert full["TruthfulQA mc2 vs base distinguishable"] == "True"
+    assert lora["TruthfulQA mc2 vs base distinguishable"] == "False"
+    assert base["TruthfulQA mc2 vs base distinguishable"] == ""
+
+    markdown = (tables / "summary.md").read_text()
+    cells = {
+        c.strip() for line in markdown.splitlines() if line.startswith("|") for c in line.split("|")
+    }
+    assert {"50.0 ± 2.0", "+10.0 ± 2.8", "+2.0 ± 2.8†"} <= cells
+    assert "† marks a difference smaller than twice" in " ".join(markdown.split())
+    latex = (tables / "summary.tex").read_text()
+    assert "+2.0 $\\pm$ 2.8$^\\dagger$" in latex and "40.0 $\\pm$ 2.0" in latex
+
+    from sbt.results import build_summary, load_runs
+
+    summary = build_summary(load_runs([folder]))
+    chance = dict(zip((c.key for c in summary.columns), summary.chance, strict=True))
+    assert chance["TruthfulQA mc1"] == pytest.approx(37.5)  # mean of 1/2 and 1/4
+    assert chance["TruthfulQA mc2"] == pytest.approx(50.0)  # mean of 1/2 and 2/4
+    assert chance["ETHICS cm"] == 50.0 and chance["TruthfulQA mc2 vs base"] is None
+    assert {p.name for p in plots.iterdir()} == {"truthfulqa.png", "ethics.png"}

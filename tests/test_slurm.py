@@ -31,26 +31,20 @@ import yaml
 from slurm_cluster import (  # noqa: F401
     NodeSpec,
     SlurmCluster,
+    format_job_table,
+    job_table,
+    rule_of,
     running_cluster,
     slurm_cluster_fixture,
     start_or_skip,
 )
+from slurm_demo import LOCAL_CLUSTER_OPTIONS, run_demo
 from snakemake_run import REPO, copy_repo, output_of, snakemake, start_snakemake
 
 pytestmark = pytest.mark.slurm
 
 PROFILE = REPO / "profiles" / "slurm"
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
-# Options this test cluster needs on top of the profile: it has no job accounting (sacct
-# cannot answer, squeue can), and short jobs should be polled after 1 s instead of 40 s.
-TEST_CLUSTER_OPTIONS = (
-    "--slurm-status-command",
-    "squeue",
-    "--slurm-init-seconds-before-status-checks",
-    "1",
-    "--latency-wait",
-    "5",
-)
 
 TINY_SNAKEFILE = """\
 localrules: all, summarize
@@ -135,7 +129,7 @@ def test_snakemake_slurm_executor_with_profile(slurm_cluster, tmp_path):
         "2",
         "--default-resources",
         f"slurm_partition={slurm_cluster.partition}",
-        *TEST_CLUSTER_OPTIONS,
+        *LOCAL_CLUSTER_OPTIONS,
         env=slurm_env(slurm_cluster),
         timeout=120,
     )
@@ -204,35 +198,6 @@ def snakemake_jobs(text: str) -> dict[str, tuple[str, bool, str]]:
     return jobs
 
 
-def rule_of(comment: str) -> str:
-    """The rule name in the executor's job comment `rule_<rule>[_wildcards_<values>]`."""
-    return comment.removeprefix("rule_").split("_wildcards_", 1)[0]
-
-
-def job_table(cluster: SlurmCluster, run_name: str) -> list[dict[str, str]]:
-    """One row per SLURM job of a Snakemake run: job id, rule, state, elapsed, exit code."""
-    rows = [
-        {
-            "job_id": job["JobId"],
-            "rule": rule_of(job.get("Comment", "")),
-            "state": job["JobState"],
-            "elapsed": job.get("RunTime", ""),
-            "exit": job.get("ExitCode", ""),
-            "comment": job.get("Comment", ""),
-        }
-        for job in cluster.show_jobs(name=run_name)
-    ]
-    return sorted(rows, key=lambda row: int(row["job_id"]))
-
-
-def format_job_table(rows: list[dict[str, str]]) -> str:
-    columns = ("job_id", "rule", "state", "elapsed", "exit", "comment")
-    widths = {col: max([len(col)] + [len(row[col]) for row in rows]) for col in columns}
-    lines = ["  ".join(col.ljust(widths[col]) for col in columns)]
-    lines += ["  ".join(row[col].ljust(widths[col]) for col in columns) for row in rows]
-    return "\n".join(lines)
-
-
 def report_job_table(cluster: SlurmCluster, run_name: str, path: Path) -> list[dict[str, str]]:
     """The run's SLURM jobs: printed (seen with `pytest -s`) and kept in `path`."""
     rows = job_table(cluster, run_name)
@@ -292,22 +257,11 @@ def test_demo_dag_through_slurm_profile(slurm_cluster, tmp_path):
     benchmarks = len(config["benchmarks"])
     assert runs == 2 and benchmarks == 2  # full and LoRA, two benchmarks
     started = time.monotonic()
-    proc = snakemake(
-        workdir,
-        "--profile",
-        "profiles/slurm",
-        "--configfile",
-        "config/config.yaml",
-        "--max-threads",
-        "2",  # the test node has 2 CPUs
-        *TEST_CLUSTER_OPTIONS,
-        env=slurm_env(slurm_cluster),
-        timeout=600,
-    )
+    # What `make slurm-demo` runs, on a copy of the repository.
+    returncode, text = run_demo(slurm_cluster, workdir, timeout=600, echo=False)
     elapsed = time.monotonic() - started
-    text = output_of(proc)
     (tmp_path / "snakemake.log").write_text(text)
-    assert proc.returncode == 0, text[-10000:] + slurm_cluster.diagnostics()
+    assert returncode == 0, text[-10000:] + slurm_cluster.diagnostics()
 
     run_name, slurm_jobs = assert_all_remote_jobs_submitted(text, slurm_cluster)
     rows = report_job_table(slurm_cluster, run_name, tmp_path / "slurm_jobs.txt")
@@ -459,7 +413,7 @@ def test_paper_gpu_jobs_sbatch_options(paper_cluster, tmp_path):
             "profiles/slurm",
             "--retries",
             "0",
-            *TEST_CLUSTER_OPTIONS,
+            *LOCAL_CLUSTER_OPTIONS,
             "--configfile",
             "config/paper.yaml",
             env=env,

@@ -7,6 +7,7 @@ One complete run is shared by the tests below; the rerun-scope tests then ask Sn
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from snakemake_run import output_of, planned_jobs, run_ok, write_config
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 BACKBONES = ("tiny-llama2", "tiny-vicuna")
-N_BENCHMARKS = 6
+N_BENCHMARKS = 7  # the demo config: TruthfulQA-MC, five ETHICS subsets, mmlu_study
 
 
 def read_summary(workdir: Path) -> list[dict[str, str]]:
@@ -40,6 +41,14 @@ def test_every_job_left_a_log_and_a_benchmark(demo_run):
     # convert 1, build 2, train 4, evaluate 6 runs x benchmarks, aggregate 1
     expected = 1 + 2 + 4 + 6 * N_BENCHMARKS + 1
     assert len(logs) == len(benchmarks) == expected
+
+
+def test_job_logs_read_as_text_with_progress(demo_run):
+    """No carriage-return progress bars; training logs say elapsed time and ETA."""
+    for log in (demo_run / "logs").rglob("*.log"):
+        assert "\r" not in log.read_text(errors="replace"), log
+    train_log = (demo_run / "logs/train/tiny-vicuna/textonly_demo/full.log").read_text()
+    assert re.search(r"step \d+/\d+ loss \S+ lr \S+ elapsed \d+:\d\d:\d\d eta ", train_log)
 
 
 def test_second_run_has_nothing_to_do(demo_run):
@@ -84,6 +93,23 @@ def test_learning_rate_change_reruns_only_that_backbone(demo_run):
     proc = run_ok(demo_run, "-n", "--configfile", "config/config.yaml", extra)
     assert planned_jobs(proc) == {"train": 1, "evaluate_run": N_BENCHMARKS, "aggregate": 1}
     assert "results/models/tiny-vicuna/textonly_demo/full" in output_of(proc)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"num_gpus": 1}, {"global_batch_size": 8}],
+    ids=["num_gpus", "global_batch_size"],
+)
+def test_global_batch_change_reruns_only_that_training(demo_run, change):
+    """The global batch follows num_gpus (or is stated): either edit retrains that run."""
+    extra = write_config(
+        demo_run,
+        "extra_batch.yaml",
+        {"backbones": {"tiny-vicuna": {"training": {"lora": change}}}},
+    )
+    proc = run_ok(demo_run, "-n", "--configfile", "config/config.yaml", extra)
+    assert planned_jobs(proc) == {"train": 1, "evaluate_run": N_BENCHMARKS, "aggregate": 1}
+    assert "results/models/tiny-vicuna/textonly_demo/lora" in output_of(proc)
 
 
 def test_html_report_holds_tables_and_plots(demo_run):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -157,10 +158,10 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
     return versions
 
 
-def git_revision(cwd: str | os.PathLike | None = None) -> str | None:
+def _git(args: list[str], cwd: str | os.PathLike | None) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
+            ["git", *args],
             cwd=cwd or Path(__file__).parent,
             capture_output=True,
             text=True,
@@ -169,16 +170,42 @@ def git_revision(cwd: str | os.PathLike | None = None) -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return out.stdout
+
+
+def git_revision(cwd: str | os.PathLike | None = None) -> str | None:
+    out = _git(["rev-parse", "HEAD"], cwd)
+    return (out or "").strip() or None
+
+
+def git_state(cwd: str | os.PathLike | None = None) -> dict[str, object]:
+    """The commit, and whether tracked files were edited since (with a hash of that diff),
+    so a result produced from an edited working tree says so."""
+    revision = git_revision(cwd)
+    diff = _git(["diff", "HEAD", "--no-color"], cwd) if revision else None
+    return {
+        "git_revision": revision,
+        "git_dirty": bool(diff) if diff is not None else None,
+        "git_diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None,
+    }
+
+
+def quiet_progress_bars() -> None:
+    """No carriage-return progress bars in job logs (tqdm, as used by lm-eval and datasets).
+
+    Set before those libraries are imported; an explicit value in the environment wins.
+    """
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 
 def provenance(**extra: object) -> dict[str, object]:
-    """What produced an output: package versions, Python, platform, git revision, plus `extra`."""
+    """What produced an output: package versions, Python, platform, git state, plus `extra`."""
     return {
         "packages": package_versions(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "git_revision": git_revision(),
+        **git_state(),
         **extra,
     }
 

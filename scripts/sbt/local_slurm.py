@@ -9,8 +9,8 @@ its own `slurm.conf` (selected with the SLURM_CONF environment variable, never w
 simulated with GRES backed by links to /dev/null, so `--gpus=1` is scheduled and the job
 sees CUDA_VISIBLE_DEVICES=0 on a machine without GPUs.
 
-Use it as a pytest fixture (`slurm_cluster`, session-scoped; make it visible with
-`from slurm_cluster import slurm_cluster_fixture  # noqa: F401`) or as a context manager:
+Used by the tests (the `slurm_cluster` fixture in tests/slurm_cluster.py), by
+`make slurm-demo` (scripts/slurm_demo.py), and as a context manager:
 
     with running_cluster() as cluster:
         subprocess.run(["sbatch", "--wrap", "true"], env=cluster.env)
@@ -35,8 +35,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pytest
 
 SLURM_PACKAGES = ("slurm-wlm", "munge")
 REQUIRED_PROGRAMS = (
@@ -401,7 +399,7 @@ def _start(name: str, argv: list[str], root: Path, env: dict[str, str]) -> subpr
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches pytest, which then stops us in order
+            start_new_session=True,  # Ctrl-C reaches our parent, which then stops us in order
             preexec_fn=_die_with_parent,
         )
 
@@ -554,38 +552,31 @@ def running_cluster(node: NodeSpec | None = None) -> Iterator[SlurmCluster]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def start_or_skip(stack: contextlib.ExitStack, node: NodeSpec | None = None) -> SlurmCluster:
-    """Start a cluster whose shutdown `stack` owns; skip the test (fail where
-    SBT_REQUIRE_SLURM=1) when SLURM cannot be set up here. For fixtures."""
-    try:
-        return stack.enter_context(running_cluster(node))
-    except ClusterUnavailable as exc:
-        stack.close()
-        if os.environ.get(REQUIRE_ENV_VAR) == "1":
-            pytest.fail(f"no SLURM cluster ({REQUIRE_ENV_VAR}=1): {exc}", pytrace=False)
-        pytest.skip(f"no SLURM cluster: {exc}")
+# ------------------------------------------------------------ what ran
+def rule_of(comment: str) -> str:
+    """The rule name in the executor's job comment `rule_<rule>[_wildcards_<values>]`."""
+    return comment.removeprefix("rule_").split("_wildcards_", 1)[0]
 
 
-_shared: dict[str, object] = {"stack": None, "cluster": None, "users": 0}
+def job_table(cluster: SlurmCluster, run_name: str) -> list[dict[str, str]]:
+    """One row per SLURM job of a Snakemake run: job id, rule, state, elapsed, exit code."""
+    rows = [
+        {
+            "job_id": job["JobId"],
+            "rule": rule_of(job.get("Comment", "")),
+            "state": job["JobState"],
+            "elapsed": job.get("RunTime", ""),
+            "exit": job.get("ExitCode", ""),
+            "comment": job.get("Comment", ""),
+        }
+        for job in cluster.show_jobs(name=run_name)
+    ]
+    return sorted(rows, key=lambda row: int(row["job_id"]))
 
 
-@pytest.fixture(scope="session", name="slurm_cluster")
-def slurm_cluster_fixture() -> Iterator[SlurmCluster]:
-    """One cluster per test session; skips the test when SLURM cannot be set up here.
-
-    Shared through a module-level slot so that importing this fixture both in conftest.py
-    and in a test module still starts only one cluster.
-    """
-    if _shared["cluster"] is None:
-        stack = contextlib.ExitStack()
-        _shared["cluster"] = start_or_skip(stack)
-        _shared["stack"] = stack
-    _shared["users"] += 1
-    try:
-        yield _shared["cluster"]
-    finally:
-        _shared["users"] -= 1
-        if _shared["users"] == 0:
-            stack = _shared["stack"]
-            _shared.update(stack=None, cluster=None)
-            stack.close()
+def format_job_table(rows: list[dict[str, str]]) -> str:
+    columns = ("job_id", "rule", "state", "elapsed", "exit", "comment")
+    widths = {col: max([len(col)] + [len(row[col]) for row in rows]) for col in columns}
+    lines = ["  ".join(col.ljust(widths[col]) for col in columns)]
+    lines += ["  ".join(row[col].ljust(widths[col]) for col in columns) for row in rows]
+    return "\n".join(lines)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
+from sbt.benchmark_files import chance_level
 from sbt.common import input_error
 
 METHOD_ORDER = ("base", "full", "lora", "external")
@@ -34,6 +35,7 @@ TASK_FAMILY = {
     **{task: ("ETHICS", task.removeprefix("ethics_")) for task in ETHICS_TASKS},
     "boolq": ("BoolQ", ""),
     "mmlu": ("MMLU", ""),
+    "mmlu_study": ("MMLU", "study"),  # the study's own MMLU script (sbt/mmlu_study.py)
     "gsm8k": ("GSM8K", ""),
     "mathqa": ("MathQA", ""),
     "squadv2": ("SQuAD2", ""),
@@ -43,10 +45,19 @@ TASK_ORDER = tuple(TASK_FAMILY)
 # The metric a task's column shows without naming it (its accuracy).
 HEADLINE_METRIC = {
     task: "acc"
-    for task in ("truthfulqa_mc1", "truthfulqa_mc2", *ETHICS_TASKS, "boolq", "mmlu", "mathqa")
+    for task in (
+        "truthfulqa_mc1",
+        "truthfulqa_mc2",
+        *ETHICS_TASKS,
+        "boolq",
+        "mmlu",
+        "mmlu_study",
+        "mathqa",
+    )
 }
 METRIC_ORDER = (
     "acc",
+    "em",  # ETHICS grouped exact match (the study mode), beside each subset's acc
     "acc_norm",
     "exact_match,strict-match",
     "exact_match,flexible-extract",
@@ -57,7 +68,7 @@ METRIC_ORDER = (
 )
 # lm-eval reports these as fractions; the tables show percentages. Others (BLEU, ROUGE,
 # SQuAD2 exact/f1) are already on a 0-100 scale.
-FRACTION_METRICS = {"acc", "acc_norm", "exact_match"}
+FRACTION_METRICS = {"acc", "acc_norm", "exact_match", "em"}
 
 
 def is_fraction(metric: str) -> bool:
@@ -88,6 +99,8 @@ class RunResult:
     name: str
     scores: dict[str, float | None]  # "<task>/<metric>" -> percentage (None: not a number)
     sources: dict[str, Path]  # "<task>/<metric>" -> file it came from
+    stderrs: dict[str, float | None] = field(default_factory=dict)  # same keys, percentage
+    chance: dict[str, float | None] = field(default_factory=dict)  # same keys, percentage
 
     @property
     def row_key(self) -> tuple[str, str, str, str]:
@@ -114,6 +127,26 @@ def _string_field(path: Path, run: dict, key: str, *, required: bool) -> str:
 
 def read_result_file(path: str | Path) -> tuple[dict[str, str], dict[str, float | None]]:
     """(run description, metrics) of one result JSON, validated."""
+    description, values, _ = read_result_document(path)
+    return description, values
+
+
+def _stderr(document: dict, metric_key: str) -> float | None:
+    """lm-eval's standard error of one metric ("acc_stderr,none"), None where it gave none."""
+    task, _, metric = metric_key.partition("/")
+    name, _, filter_name = metric.partition(",")
+    value = (
+        (document.get("results") or {}).get(task, {}).get(f"{name}_stderr,{filter_name or 'none'}")
+    )
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def read_result_document(
+    path: str | Path,
+) -> tuple[dict[str, str], dict[str, float | None], dict]:
+    """(run description, metrics, the whole document) of one result JSON, validated."""
     path = Path(path)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -143,7 +176,7 @@ def read_result_file(path: str | Path) -> tuple[dict[str, str], dict[str, float 
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise input_error(path, f"not a number: {value!r}", field=f"metrics.{key}")
         values[key] = None if value is None or not math.isfinite(value) else float(value)
-    return description, values
+    return description, values, document
 
 
 def result_files(inputs: Iterable[str | Path]) -> list[Path]:
@@ -164,12 +197,17 @@ def load_runs(paths: Sequence[str | Path]) -> list[RunResult]:
     """Merge result files by run; the same metric twice must agree."""
     runs: dict[tuple[str, str, str, str], RunResult] = {}
     for path in result_files(paths):
-        description, metrics = read_result_file(path)
+        description, metrics, document = read_result_document(path)
         key = (description["backbone"], description["data"], description["method"])
         key += (description["name"],)
         run = runs.setdefault(key, RunResult(**description, scores={}, sources={}))
+        data_files = (document.get("config") or {}).get("data_files") or {}
         for metric_key, value in metrics.items():
             score = None if value is None else _as_percent(metric_key, value)
+            stderr = _stderr(document, metric_key)
+            run.stderrs[metric_key] = None if stderr is None else _as_percent(metric_key, stderr)
+            level = chance_level(metric_key, data_files)
+            run.chance[metric_key] = None if level is None else _as_percent(metric_key, level)
             if metric_key in run.scores and run.scores[metric_key] != score:
                 raise input_error(
                     path,
@@ -238,6 +276,15 @@ class Summary:
     runs: list[RunResult]
     columns: list[Column]
     values: list[list[float | None]]  # per run, per column: rounded to 0.1 (None: blank)
+    # Standard errors in points, like `values` (a delta's: both scores' combined); None
+    # where lm-eval reported none.
+    errors: list[list[float | None]] = field(default_factory=list)
+    chance: list[float | None] = field(default_factory=list)  # per column, in percent
+    # (run, column) of deltas smaller than twice their combined standard error
+    indistinct: set[tuple[int, int]] = field(default_factory=set)
+
+    def has_errors(self, column: int) -> bool:
+        return any(row[column] is not None for row in self.errors)
 
     def families(self) -> list[str]:
         return list(dict.fromkeys(column.family for column in self.columns))
@@ -246,47 +293,75 @@ class Summary:
         return [c.key for c in self.columns].index(key)
 
 
+def _combined(errors: Sequence[float | None]) -> float | None:
+    """sqrt of the summed squares: the standard error of a sum of independent scores."""
+    if not errors or any(e is None for e in errors):
+        return None
+    return math.sqrt(sum(e * e for e in errors))
+
+
 def build_summary(runs: Sequence[RunResult]) -> Summary:
     """The table: metric columns, the ETHICS mean, and the vs-base delta columns.
 
     Scores are rounded to one decimal; a delta is the difference of the rounded scores
     shown in the table (so a reader can check it), the ETHICS mean is the mean of the
-    five unrounded subset scores, then rounded.
+    five unrounded subset scores, then rounded. Standard errors come from lm-eval; the
+    ETHICS mean's is that of a mean of five independent subsets, a delta's combines the
+    run's and the base model's, and a delta smaller than twice that is `indistinct`.
     """
     runs = sort_runs(runs)
     columns = metric_columns(runs)
-    raw = [[run.scores.get(f"{c.task}/{c.metric}") for c in columns] for run in runs]
+    keys = [f"{c.task}/{c.metric}" for c in columns]
+    raw = [[run.scores.get(k) for k in keys] for run in runs]
+    raw_errors = [[run.stderrs.get(k) for k in keys] for run in runs]
+    chance = [
+        next((run.chance[k] for run in runs if run.chance.get(k) is not None), None) for k in keys
+    ]
 
     ethics_keys = [f"{task}/acc" for task in ETHICS_TASKS]
     ethics_means = [_mean([run.scores.get(k) for k in ethics_keys]) for run in runs]
     if any(mean is not None for mean in ethics_means):
         last_ethics = max(i for i, c in enumerate(columns) if c.family == "ETHICS")
         columns.insert(last_ethics + 1, Column("ETHICS", "mean"))
-        for row, mean in zip(raw, ethics_means, strict=True):
+        chance.insert(last_ethics + 1, 50.0)
+        for run, row, errors, mean in zip(runs, raw, raw_errors, ethics_means, strict=True):
             row.insert(last_ethics + 1, mean)
+            subset = _combined([run.stderrs.get(k) for k in ethics_keys])
+            errors.insert(last_ethics + 1, None if subset is None else subset / 5)
     values = [[None if v is None else round_score(v) for v in row] for row in raw]
 
     deltas = []
-    keys = [c.key for c in columns]
-    truthful = next((k for k in ("TruthfulQA mc2", "TruthfulQA mc1") if k in keys), None)
-    for source in (truthful, "ETHICS mean" if "ETHICS mean" in keys else None):
+    names = [c.key for c in columns]
+    truthful = next((k for k in ("TruthfulQA mc2", "TruthfulQA mc1") if k in names), None)
+    for source in (truthful, "ETHICS mean" if "ETHICS mean" in names else None):
         if source is not None:
             deltas.append(source)
+    indistinct_rows: dict[str, set[int]] = {}
     for source in deltas:
         index = [c.key for c in columns].index(source)
         column = columns[index]
         delta_column = Column(column.family, f"{column.label} vs base", delta_of=source)
         base_of = {
-            run.backbone: row[index]
-            for run, row in zip(runs, values, strict=True)
+            run.backbone: (row[index], errors[index])
+            for run, row, errors in zip(runs, values, raw_errors, strict=True)
             if run.method == "base"
         }
-        for run, row in zip(runs, values, strict=True):
-            base = base_of.get(run.backbone)
+        for n, (run, row, errors) in enumerate(zip(runs, values, raw_errors, strict=True)):
+            base, base_error = base_of.get(run.backbone, (None, None))
             own = row[index]
             if run.method == "base" or base is None or own is None:
                 row.insert(index + 1, None)
-            else:
-                row.insert(index + 1, round_score(own - base))
+                errors.insert(index + 1, None)
+                continue
+            delta = round_score(own - base)
+            combined = _combined([errors[index], base_error])
+            row.insert(index + 1, delta)
+            errors.insert(index + 1, combined)
+            if combined is not None and abs(delta) < 2 * combined:
+                indistinct_rows.setdefault(delta_column.key, set()).add(n)
         columns.insert(index + 1, delta_column)
-    return Summary(runs=runs, columns=columns, values=values)
+        chance.insert(index + 1, None)
+    errors = [[None if e is None else round_score(e) for e in row] for row in raw_errors]
+    column_index = {c.key: i for i, c in enumerate(columns)}
+    indistinct = {(n, column_index[key]) for key, rows in indistinct_rows.items() for n in rows}
+    return Summary(runs, columns, values, errors, chance, indistinct)
