@@ -50,9 +50,18 @@ paper-dry-run: setup
 clean:
 	rm -rf results logs benchmarks .snakemake
 
-# On a machine with one NVIDIA GPU and a CUDA build of torch (not the CPU-only .venv):
-# 1B full fine-tuning (FSDP) and 7B LoRA for a few steps; step time, tokens/s, memory, MFU.
+# On a machine with one NVIDIA GPU, a CUDA build of torch and DeepSpeed (not the CPU-only
+# .venv): the paper's GPU paths for a few steps each (1B full and 7B LoRA under ZeRO-2, 1B
+# full under FSDP, lm-eval in bf16) within 450 s; one table of step time, tokens/s, memory,
+# MFU (targets as PASS/FAIL) and loss. `bash scripts/gpu_check.sh --dry-run` shows the plan.
 GPU_PYTHON ?= python3
 .PHONY: gpu-check
 gpu-check:
 	PYTHON=$(GPU_PYTHON) bash scripts/gpu_check.sh
+
+# Try the SLURM profile on this machine: a one-node SLURM cluster on localhost (installs
+# Debian's slurm-wlm and munge when missing; needs root), the demo through
+# --profile profiles/slurm, the jobs as the cluster saw them, then the cluster stopped.
+.PHONY: slurm-demo
+slurm-demo: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python scripts/slurm_demo.py

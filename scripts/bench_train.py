@@ -36,15 +36,13 @@ import time
 from pathlib import Path
 
 from sbt.common import cli, input_error
+from sbt.perf import SHAPES, flops_per_token, peak_bf16_tflops
+from sbt.perf import mfu as mfu_of
 
-# Model shapes (LLaMA architecture, random weights): the demo's tiny model, a 1B and a 7B
-# (LLaMA-2-7B's dimensions). The tokenizer is trained on the bench data, so the vocabulary
-# is smaller than LLaMA's 32,000.
-SHAPES = {
-    "tiny": {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "intermediate_size": 128},
-    "1b": {"hidden_size": 2048, "num_layers": 16, "num_heads": 16, "intermediate_size": 5504},
-    "7b": {"hidden_size": 4096, "num_layers": 32, "num_heads": 32, "intermediate_size": 11008},
-}
+# Model shapes (LLaMA architecture, random weights): sbt.perf.SHAPES (tiny: the demo's;
+# 1b: TinyLlama-1.1B's; 7b: LLaMA-2-7B's). The tokenizer is trained on the bench data, so
+# the vocabulary is smaller than LLaMA's 32,000.
+SHAPE_NAMES = tuple(SHAPES)
 MAX_LENGTH = 2048  # the study's; the tiny model too, so the lengths need no scaling
 # LLaVA-like conversation lengths in tokens (system text included).
 LENGTH_MEDIAN, LENGTH_SIGMA, LENGTH_MIN = 300, 0.75, 40
@@ -53,8 +51,6 @@ VARIANTS = {
     "a": ("study: padded batches", {"packing": False, "group_by_length": False}),
     "b": ("default: packing auto", {}),
 }
-# Dense bf16 peak FLOP/s by GPU name, for MFU.
-PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--model-shape", choices=tuple(SHAPES), default="tiny")
+    parser.add_argument("--model-shape", choices=SHAPE_NAMES, default="tiny")
     parser.add_argument("--method", choices=("full", "lora"), default="full")
     parser.add_argument("--steps", type=int, default=40, help="timed optimiser steps")
     parser.add_argument("--batch-size", type=int, default=4, help="samples per step (study 4)")
@@ -151,6 +147,7 @@ def prepare(args: argparse.Namespace, workdir: Path) -> dict:
     model = workdir / f"model-{args.model_shape}"
     data = workdir / "data.json"
     records = args.records or (args.steps + args.warmup_steps) * args.batch_size
+    shape = SHAPES[args.model_shape]
     if not (model / "config.json").is_file():
         corpus = workdir / "corpus.json"
         texts = [*generate_records(400, args.seed), system_text()]
@@ -162,7 +159,11 @@ def prepare(args: argparse.Namespace, workdir: Path) -> dict:
             max_position_embeddings=MAX_LENGTH,
             seed=args.seed,
             dtype="bfloat16" if args.model_shape == "7b" else "float32",
-            **SHAPES[args.model_shape],
+            hidden_size=shape["hidden_size"],
+            num_layers=shape["num_hidden_layers"],
+            num_heads=shape["num_attention_heads"],
+            num_kv_heads=shape["num_key_value_heads"],
+            intermediate_size=shape["intermediate_size"],
         )
     tokenizer = AutoTokenizer.from_pretrained(model)
     data.write_text(json.dumps(llava_like_records(records, tokenizer, args.seed)), encoding="utf-8")
@@ -227,8 +228,7 @@ def run_variant(args: argparse.Namespace, setup: dict) -> dict:
             args.method,
             setup["data"],
             Path(tmp) / "out",
-            hparams_for(args, setup, args.variant),
-            resume="never",
+            hparams_for(args, setup, args.variant) | {"resume": "never"},
             extra_callbacks=[clock],
         )
     steps = info["global_step"]
@@ -265,24 +265,30 @@ def run_variant(args: argparse.Namespace, setup: dict) -> dict:
             "sq_over_sum": float((lengths**2).sum() / lengths.sum()),
         },
         "device_name": torch.cuda.get_device_name() if cuda else "cpu",
+        "sm_count": torch.cuda.get_device_properties(0).multi_processor_count if cuda else None,
     }
 
 
-def mfu(result: dict, method: str, peak: float | None) -> str:
-    """Model FLOPs utilisation: useful training FLOPs per second over the GPU's peak."""
-    if not peak:
+def mfu(result: dict, method: str, peak_tflops: float | None) -> str:
+    """Model FLOPs utilisation (sbt.perf: 6N + 12 L d T per token; LoRA 4N + 6N_lora)."""
+    if not peak_tflops:
         return "n/a (unknown GPU peak: pass --peak-tflops)"
-    n, trainable = result["matmul_params"], result["trainable_params"]
-    per_token = 6 * n if method == "full" else 4 * n + 2 * trainable
-    # Causal attention scores and weighted sums: 6 * L^2 * hidden per layer per sample.
-    per_token += 6 * result["layers"] * result["hidden"] * result["lengths"]["sq_over_sum"]
-    return f"{per_token * result['tokens'] / result['seconds'] / peak:.1%}"
+    lora = method == "lora"
+    adapter = result["trainable_params"] if lora else 0
+    per_token = flops_per_token(
+        result["matmul_params"] - adapter,  # the base model's N; the adapter counts apart
+        result["layers"],
+        result["hidden"],
+        attention_span=result["lengths"]["sq_over_sum"],  # each sample attends to itself
+        adapter_params=adapter,
+        lora=lora,
+    )
+    return f"{mfu_of(per_token, result['tokens'] / result['seconds'], peak_tflops):.1%}"
 
 
-def gpu_peak(name: str, given: float | None) -> float | None:
-    if given:
-        return given * 1e12
-    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+def gpu_peak(name: str, given: float | None, sm_count: int | None = None) -> float | None:
+    """Dense bf16 peak in TFLOP/s: --peak-tflops, else sbt.perf's table."""
+    return given or peak_bf16_tflops(name, sm_count)
 
 
 def report(args: argparse.Namespace, results: dict) -> float:
@@ -298,7 +304,11 @@ def report(args: argparse.Namespace, results: dict) -> float:
         f"data: {lengths['count']} LLaVA-like samples, tokens per sample median "
         f"{lengths['median']:.0f}, p90 {lengths['p90']:.0f}, max {lengths['max']:.0f}"
     )
-    peak = gpu_peak(a["device_name"], args.peak_tflops) if args.device == "cuda" else None
+    peak = (
+        gpu_peak(a["device_name"], args.peak_tflops, a.get("sm_count"))
+        if args.device == "cuda"
+        else None
+    )
     for key in ("a", "b"):
         result = results[key]
         effective = result["effective"]

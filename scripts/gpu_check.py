@@ -1,28 +1,32 @@
-"""Check the GPU training paths on one NVIDIA GPU, offline: step time, tokens/s, memory, MFU.
+"""Check the paper's GPU paths on one NVIDIA GPU, offline: step time, tokens/s, memory, MFU.
 
-Builds a randomly initialised LLaMA-shaped backbone from its config (no download) and
-trains it for a few real steps with the workflow's own training code (`sbt.training.train`,
-the study's template and settings), on synthetic records that each fill the whole sequence:
+Builds randomly initialised LLaMA-shaped backbones from their config (no download; shapes
+from `sbt.perf.SHAPES`) and runs each case for a few real steps through the workflow's own
+code, on synthetic records that each fill the whole sequence:
 
-  --method full  (default shape 1b, TinyLlama's: hidden 2048, 22 layers, 32 heads, 4 KV
-                 heads, intermediate 5632): float32 weights with bf16 autocast, sharded with
-                 FSDP full_shard per decoder layer (launch with torchrun, one process per GPU)
-                 or DeepSpeed ZeRO-3 where deepspeed is installed.
-  --method lora  (default shape 7b, LLaMA-2-7B's: hidden 4096, 32 layers, 32 heads,
-                 intermediate 11008): bfloat16 base weights, LoRA r=64 on every linear layer
-                 but lm_head, gradient checkpointing.
+  --method full  (default shape 1b, TinyLlama's): float32 weights, bf16, gradient
+                 checkpointing, sharded with DeepSpeed ZeRO-2 (--sharding zero2, the
+                 paper's setting, config/deepspeed/zero2.json) or FSDP full_shard per
+                 decoder layer (--sharding fsdp); launch with torchrun, one process.
+  --method lora  (default shape 7b, LLaMA-2-7B's): LoRA r=64 on every linear layer but
+                 lm_head, gradient checkpointing, ZeRO-2 as the paper; the frozen base
+                 weights are loaded in bfloat16 (what DeepSpeed's bf16 mode makes of the
+                 paper's float32 load anyway, at half the disk and load time).
+  --method eval  (default shape 1b): scripts/evaluate.py (lm-eval) in bf16 on the GPU on
+                 the demo's local TruthfulQA-MC file.
 
-MFU = model FLOPs per token x tokens/s / the GPU's dense bf16 peak. Model FLOPs per token:
-full fine-tuning 6N (forward 2N, backward 4N); LoRA 4N + 2N_lora (forward 2N; backward 2N
-for the activation gradients, frozen weights need no weight gradient, plus 2N_lora for the
-adapter's weight gradients). N counts every parameter. Attention's sequence-length term
-and the recomputation of gradient checkpointing are not counted (so MFU, not HFU).
-`scripts/gpu_check.sh` (`make gpu-check`) runs both cases.
+MFU = model FLOPs per token x tokens/s / the GPU's dense bf16 peak, both from sbt.perf
+(6N + 12 L d T per trained token, PaLM's convention; LoRA: 4N + 6N_lora + 12 L d T). The
+learning rate is the check's, not the study's (1e-4 full, 1e-3 LoRA), so that a few steps
+show the loss falling. `--summarize DIR` prints one table of the JSON results in DIR, with
+the issue's MFU targets on an H100/H200 (7B LoRA >= 45%, 1B full >= 35%) as PASS/FAIL.
+`scripts/gpu_check.sh` (`make gpu-check`) runs every case within a fixed time bound.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib.util
 import json
 import math
@@ -36,63 +40,39 @@ import time
 from pathlib import Path
 
 from sbt.common import cli, input_error, package_versions, write_json
-
-METHODS = ("full", "lora")
-SHARDINGS = ("fsdp", "zero3", "none")
-DEFAULT_SHAPE = {"full": "1b", "lora": "7b"}
-TEMPLATE = "llama_2"  # the study's template for its LLaMA-2 backbones
-ZERO3_CONFIG = Path(__file__).resolve().parents[1] / "config" / "deepspeed" / "zero3.json"
-NO_CUDA_EXIT = 3
-
-# Shapes of real checkpoints (their config.json), random weights here.
-SHAPES = {
-    "1b": {  # TinyLlama-1.1B: 1,100,048,384 parameters
-        "hidden_size": 2048,
-        "intermediate_size": 5632,
-        "num_hidden_layers": 22,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 4,
-        "vocab_size": 32000,
-        "max_position_embeddings": 2048,
-    },
-    "7b": {  # LLaMA-2-7B: 6,738,415,616 parameters
-        "hidden_size": 4096,
-        "intermediate_size": 11008,
-        "num_hidden_layers": 32,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 32,
-        "vocab_size": 32000,
-        "max_position_embeddings": 4096,
-    },
-    "tiny": {  # for trying the script's flow on a CPU (--allow-cpu)
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "vocab_size": 1000,
-        "max_position_embeddings": 512,
-    },
-}
-
-# Dense (no sparsity) bf16 tensor-core peak per GPU, TFLOP/s, from the vendor's data sheets.
-# The first name contained in the device name wins, so specific names come first.
-PEAK_BF16_TFLOPS = (
-    ("GH200", 989.4),
-    ("H200", 989.4),
-    ("H100 PCIe", 756.0),
-    ("H100 NVL", 835.0),
-    ("H100", 989.4),  # SXM ("NVIDIA H100 80GB HBM3")
-    ("H800", 989.4),
-    ("B200", 2250.0),
-    ("A100", 312.0),
-    ("A800", 312.0),
-    ("L40S", 362.1),
-    ("L40", 181.0),
-    ("A10G", 70.0),
-    ("A10", 125.0),
-    ("L4", 121.0),
+from sbt.perf import (
+    SHAPES,
+    flops_per_token,
+    llama_param_count,
+    lora_param_count,
+    matmul_params,
+    mfu,
+    peak_bf16_tflops,
 )
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ("full", "lora", "eval")
+SHARDINGS = ("zero2", "zero3", "fsdp", "none")
+DEFAULT_SHAPE = {"full": "1b", "lora": "7b", "eval": "1b"}
+LEARNING_RATE = {"full": 1e-4, "lora": 1e-3}
+TEMPLATE = "llama_2"  # the study's template for its LLaMA-2 backbones
+DEEPSPEED_CONFIGS = {
+    "zero2": REPO / "config" / "deepspeed" / "zero2.json",
+    "zero3": REPO / "config" / "deepspeed" / "zero3.json",
+}
+EVAL_TASKS = ("truthfulqa_mc1", "truthfulqa_mc2")
+EVAL_DATA = REPO / "resources" / "demo" / "benchmarks" / "truthfulqa_mc.jsonl"
+NO_CUDA_EXIT = 3
+# The cases scripts/gpu_check.sh runs, in order: name -> (method, shape, sharding).
+CASES = {
+    "full-1b-zero2": ("full", "1b", "zero2"),
+    "lora-7b-zero2": ("lora", "7b", "zero2"),
+    "full-1b-fsdp": ("full", "1b", "fsdp"),
+    "eval-1b-bf16": ("eval", "1b", "none"),
+}
+# MFU targets on an H100/H200 (the GPU issue): case -> lowest MFU that passes.
+MFU_TARGETS = {"lora-7b-zero2": 0.45, "full-1b-zero2": 0.35}
+TARGET_GPUS = ("H100", "H200", "GH200")
 
 WORDS = (
     "the a picture shows man woman dog cat bus train kite pizza horse boat table park river "
@@ -103,7 +83,7 @@ WORDS = (
 
 
 def llama_config(shape: str):
-    """The LlamaConfig of a shape in SHAPES (untied embeddings, as LLaMA's)."""
+    """The LlamaConfig of a shape in sbt.perf.SHAPES (untied embeddings, as LLaMA's)."""
     from transformers import LlamaConfig
 
     return LlamaConfig(
@@ -114,59 +94,6 @@ def llama_config(shape: str):
         tie_word_embeddings=False,
         use_cache=False,
     )
-
-
-def llama_param_count(config) -> int:
-    """Parameters of LlamaForCausalLM(config): embeddings, layers, final norm, lm_head."""
-    hidden, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
-    q_out = config.num_attention_heads * head_dim
-    kv_out = config.num_key_value_heads * head_dim
-    attention = hidden * q_out + 2 * hidden * kv_out + q_out * hidden
-    mlp = 3 * hidden * inter
-    per_layer = attention + mlp + 2 * hidden  # two RMSNorm weights
-    embeddings = config.vocab_size * hidden * (1 if config.tie_word_embeddings else 2)
-    return embeddings + layers * per_layer + hidden
-
-
-def lora_param_count(config, r: int) -> int:
-    """LoRA parameters (A: r x in, B: out x r) on the 7 linear layers of every decoder layer."""
-    hidden, inter = config.hidden_size, config.intermediate_size
-    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
-    q_out = config.num_attention_heads * head_dim
-    kv_out = config.num_key_value_heads * head_dim
-    shapes = [
-        (hidden, q_out),
-        (hidden, kv_out),
-        (hidden, kv_out),
-        (q_out, hidden),
-        (hidden, inter),
-        (hidden, inter),
-        (inter, hidden),
-    ]
-    return config.num_hidden_layers * sum(r * (fan_in + fan_out) for fan_in, fan_out in shapes)
-
-
-def flops_per_token(method: str, params: int, trainable: int | None = None) -> float:
-    """Model FLOPs per trained token: 6N for full fine-tuning, 4N + 2N_lora for LoRA."""
-    if method == "full":
-        return 6.0 * params
-    if method == "lora":
-        return 4.0 * params + 2.0 * (trainable or 0)
-    raise ValueError(f"unknown method {method!r}")
-
-
-def peak_bf16_tflops(device_name: str) -> float | None:
-    """The dense bf16 peak of a GPU by its name; None when the name is not in the table."""
-    for key, tflops in PEAK_BF16_TFLOPS:
-        if key.lower() in device_name.lower():
-            return tflops
-    return None
-
-
-def mfu(flops_token: float, tokens_per_second: float, peak_tflops: float, gpus: int = 1) -> float:
-    """Model FLOPs utilisation: achieved model FLOP/s over the peak of all GPUs used."""
-    return flops_token * tokens_per_second / (peak_tflops * 1e12 * gpus)
 
 
 def synthetic_records(count: int, words_per_answer: int, seed: int = 0) -> list[dict]:
@@ -194,9 +121,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--method", choices=METHODS, help="what to train (omit: only probe)")
-    parser.add_argument("--shape", choices=tuple(SHAPES), help="default: 1b (full), 7b (lora)")
-    parser.add_argument("--sharding", choices=SHARDINGS, default="fsdp", help="full only")
+    parser.add_argument("--method", choices=METHODS, help="what to run (omit: only probe)")
+    parser.add_argument("--shape", choices=tuple(SHAPES), help="default: 1b (full, eval), 7b")
+    parser.add_argument("--sharding", choices=SHARDINGS, default="zero2", help="training")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (default 5)")
     parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first")
     parser.add_argument("--batch-size", type=int, default=4, help="per GPU (default 4)")
@@ -204,10 +131,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lora-r", type=int, default=64)
     parser.add_argument("--peak-tflops", type=float, help="dense bf16 peak of one GPU")
     parser.add_argument("--hparams", default="{}", help="JSON overrides for train.py's hparams")
+    parser.add_argument("--case", help="name recorded in the result (gpu_check.sh sets it)")
     parser.add_argument("--workdir", help="where the backbone and run go (default: temporary)")
     parser.add_argument("--output", help="write the measurements to this JSON file")
     parser.add_argument(
         "--allow-cpu", action="store_true", help="run without CUDA (tiny shape only; no MFU)"
+    )
+    parser.add_argument(
+        "--summarize", metavar="DIR", help="print the table of the results in DIR and exit"
     )
     args = parser.parse_args(argv)
     for name in ("steps", "batch_size", "seq_len", "lora_r"):
@@ -230,6 +161,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not isinstance(extra, dict):
         parser.error("--hparams must be a JSON object")
     args.extra_hparams = extra
+    args.case = args.case or (f"{args.method}-{args.shape}" if args.method else None)
     return args
 
 
@@ -241,7 +173,9 @@ def environment() -> dict:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
-        "packages": package_versions(("transformers", "peft", "accelerate", "deepspeed")),
+        "packages": package_versions(
+            ("transformers", "peft", "accelerate", "deepspeed", "lm_eval", "flash_attn")
+        ),
         "device": "cpu",
         "device_count": torch.cuda.device_count(),
     }
@@ -249,6 +183,7 @@ def environment() -> dict:
         props = torch.cuda.get_device_properties(0)
         env |= {
             "device": props.name,
+            "sm_count": props.multi_processor_count,
             "capability": f"{props.major}.{props.minor}",
             "memory_gib": round(props.total_memory / 2**30, 1),
             "bf16_supported": torch.cuda.is_bf16_supported(),
@@ -260,20 +195,27 @@ def deepspeed_available() -> bool:
     return importlib.util.find_spec("deepspeed") is not None
 
 
-def resolve_sharding(method: str, requested: str) -> tuple[str, str | None]:
-    """The sharding this process can do, and a line saying why if it differs from the request."""
-    if method != "full" or requested == "none":
+def resolve_sharding(method: str, requested: str, cpu: bool = False) -> tuple[str, str | None]:
+    """The sharding this process will use, and a line saying why if it differs.
+
+    On a GPU a missing DeepSpeed or torchrun is an error (the check would measure something
+    else); on a CPU (--allow-cpu) the case falls back, so the flow can still be tried.
+    """
+    if method == "eval" or requested == "none":
         return "none", None
     distributed = "LOCAL_RANK" in os.environ
-    if requested == "zero3":
-        if deepspeed_available():
-            return "zero3", None
-        if distributed:
-            return "fsdp", "deepspeed is not installed: using FSDP full_shard instead of ZeRO-3"
-        return "none", "deepspeed is not installed and no torchrun: running without sharding"
-    if distributed:
-        return "fsdp", None
-    return "none", "FSDP needs a torchrun launch (scripts/gpu_check.sh does it): no sharding"
+    problem = None
+    if requested in DEEPSPEED_CONFIGS and not deepspeed_available():
+        problem = "deepspeed is not installed (pip install -r requirements-gpu.txt)"
+    elif not distributed:
+        problem = f"{requested} needs a torchrun launch (scripts/gpu_check.sh does it)"
+    if problem is None:
+        return requested, None
+    if not cpu:
+        raise input_error("--sharding", f"{requested}: {problem}")
+    if requested in DEEPSPEED_CONFIGS and distributed:
+        return "ddp", f"{problem}: running plain data parallel instead"
+    return "none", f"{problem}: running without sharding"
 
 
 def build_backbone(shape: str, dtype: str, output: Path) -> int:
@@ -296,9 +238,9 @@ def build_backbone(shape: str, dtype: str, output: Path) -> int:
     with torch.device(device):  # initialising 7B on the GPU takes seconds, not minutes
         model = LlamaForCausalLM._from_config(config, dtype=getattr(torch, dtype))
     params = sum(p.numel() for p in model.parameters())
-    if params != llama_param_count(config):
+    if params != llama_param_count(SHAPES[shape]):
         raise RuntimeError(
-            f"{shape}: {params} parameters, formula says {llama_param_count(config)}"
+            f"{shape}: {params} parameters, formula says {llama_param_count(SHAPES[shape])}"
         )
     model.save_pretrained(output)
     tokenizer.save_pretrained(output)
@@ -341,15 +283,38 @@ def _timer_callback():
     return StepTimer()
 
 
-def run_check(args: argparse.Namespace, workdir: Path, env: dict) -> dict:
-    """Build, train, measure; returns the measurements (also printed)."""
+def loss_trend(losses: list[float]) -> dict:
+    """Whether the losses are finite and fall: the mean of the last third below the first's."""
+    finite = bool(losses) and all(math.isfinite(x) for x in losses)
+    third = max(1, len(losses) // 3)
+    first, last = losses[:third], losses[-third:]
+    falling = finite and len(losses) >= 2 and statistics.fmean(last) < statistics.fmean(first)
+    return {
+        "losses": losses,
+        "loss_finite": finite,
+        "loss_falling": falling,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+    }
+
+
+def device_peak(args: argparse.Namespace, env: dict) -> float | None:
+    if args.peak_tflops:
+        return args.peak_tflops
+    if env["device"] == "cpu":
+        return None
+    return peak_bf16_tflops(env["device"], env.get("sm_count"))
+
+
+def run_training(args: argparse.Namespace, workdir: Path, env: dict) -> dict:
+    """Build, train, measure one training case; returns the measurements."""
     import torch
     from sbt.training import train
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size != 1:
         raise input_error("WORLD_SIZE", "this check runs on one GPU: torchrun --nproc_per_node=1")
-    sharding, note = resolve_sharding(args.method, args.sharding)
+    sharding, note = resolve_sharding(args.method, args.sharding, cpu=env["device"] == "cpu")
     if note:
         print(f"note: {note}", file=sys.stderr, flush=True)
     dtype = "float32" if args.method == "full" else "bfloat16"
@@ -362,54 +327,69 @@ def run_check(args: argparse.Namespace, workdir: Path, env: dict) -> dict:
     data = workdir / "data.json"
     records = synthetic_records(total_steps * args.batch_size, words_per_answer=args.seq_len)
     data.write_text(json.dumps(records), encoding="utf-8")
-    hparams = {
+    hparams = {  # the paper's recipe (config/paper.yaml) where it matters for speed
         "max_steps": total_steps,
         "per_device_train_batch_size": args.batch_size,
         "gradient_accumulation_steps": 1,
         "model_max_length": args.seq_len,
+        "learning_rate": LEARNING_RATE[args.method],
         "warmup_ratio": 0.0,
+        "bf16": True,
+        "tf32": True,
+        "gradient_checkpointing": True,
         "dtype": dtype,
+        "logging_steps": 1,
         "save_steps": 10**6,  # no checkpoint inside the timed steps
         "max_skipped_fraction": 0.0,
         "lora": {"r": args.lora_r},
+        "resume": "never",
     }
     if sharding == "fsdp":
         hparams["fsdp"] = "full_shard auto_wrap"
-    elif sharding == "zero3":
-        hparams["deepspeed"] = str(ZERO3_CONFIG)
+    elif sharding in DEEPSPEED_CONFIGS:
+        hparams["deepspeed"] = str(DEEPSPEED_CONFIGS[sharding])
     hparams |= args.extra_hparams
     timer = _timer_callback()
     started = time.perf_counter()
-    info = train(str(backbone), TEMPLATE, args.method, data, workdir / "run", hparams,
-                 resume="never", extra_callbacks=[timer])  # fmt: skip
+    run = workdir / "run"
+    info = train(str(backbone), TEMPLATE, args.method, data, run, hparams, extra_callbacks=[timer])
     train_seconds = time.perf_counter() - started
     if info["truncated"] != info["examples"]:  # then a step would hold fewer tokens
         raise RuntimeError("not every sample filled --seq-len: the token count would be wrong")
-    if not math.isfinite(info["final_loss"]):
-        raise RuntimeError(f"the loss is not finite: {info['final_loss']}")
+    with open(run / "loss.csv", newline="", encoding="utf-8") as fh:
+        trend = loss_trend([float(row["loss"]) for row in csv.DictReader(fh)])
 
     timed = timer.seconds[args.warmup_steps :]
     step_seconds = statistics.median(timed)
     tokens_per_step = args.batch_size * args.seq_len * world_size
     tokens_per_second = tokens_per_step / step_seconds
-    config = llama_config(args.shape)
-    trainable = base_params
+    shape = SHAPES[args.shape]
+    adapter = 0
     if args.method == "lora":  # as counted on the model the Trainer got, else the formula
-        trainable = timer.trainable or lora_param_count(config, args.lora_r)
-    params = base_params + (trainable if args.method == "lora" else 0)  # N: every parameter
-    if args.method == "lora" and trainable != lora_param_count(config, args.lora_r):
-        print(f"note: {trainable} trainable parameters, formula says "
-              f"{lora_param_count(config, args.lora_r)}", file=sys.stderr)  # fmt: skip
-    flops = flops_per_token(args.method, params, trainable)
-    peak = args.peak_tflops or (peak_bf16_tflops(env["device"]) if env["device"] != "cpu" else None)
+        adapter = timer.trainable or lora_param_count(shape, args.lora_r)
+        if adapter != lora_param_count(shape, args.lora_r):
+            print(f"note: {adapter} trainable parameters, formula says "
+                  f"{lora_param_count(shape, args.lora_r)}", file=sys.stderr)  # fmt: skip
+    flops = flops_per_token(
+        matmul_params(shape),
+        shape["num_hidden_layers"],
+        shape["hidden_size"],
+        attention_span=args.seq_len,  # every sample fills the sequence
+        adapter_params=adapter,
+        lora=args.method == "lora",
+    )
+    peak = device_peak(args, env)
     result = {
+        "case": args.case,
         "method": args.method,
         "shape": args.shape,
-        "config": SHAPES[args.shape],
-        "params": params,
-        "trainable_params": trainable,
+        "config": shape,
+        "params": base_params + adapter,
+        "trainable_params": adapter if args.method == "lora" else base_params,
         "weights_dtype": dtype,
+        "requested_sharding": args.sharding,
         "sharding": sharding,
+        "sharding_note": note,
         "distributed": info["effective"].get("distributed"),
         "effective": info["effective"],
         "batch_size": args.batch_size,
@@ -420,43 +400,201 @@ def run_check(args: argparse.Namespace, workdir: Path, env: dict) -> dict:
         "step_seconds_median": step_seconds,
         "tokens_per_second": tokens_per_second,
         "flops_per_token": flops,
-        "flops_formula": "6N" if args.method == "full" else "4N + 2N_lora",
+        "flops_formula": "4N + 6N_lora + 12LdT" if args.method == "lora" else "6N + 12LdT",
         "peak_bf16_tflops": peak,
         "mfu": mfu(flops, tokens_per_second, peak, world_size) if peak else None,
         "peak_memory_gib": (
             torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
         ),
         "final_loss": info["final_loss"],
+        **trend,
         "build_seconds": build_seconds,
         "train_seconds": train_seconds,
         "environment": env,
     }
-    print_result(result)
+    print_training(result)
+    if not trend["loss_finite"]:
+        raise RuntimeError(f"the loss is not finite: {trend['losses']}")
     return result
 
 
-def print_result(r: dict) -> None:
-    mfu_text = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a (unknown peak)"
-    memory = f"{r['peak_memory_gib']:.1f} GiB" if r["peak_memory_gib"] is not None else "n/a"
+def run_eval(args: argparse.Namespace, workdir: Path, env: dict) -> dict:
+    """lm-eval through scripts/evaluate.py, in this process, bf16 on the GPU."""
+    import torch
+
+    cuda = env["device"] != "cpu"
+    dtype = "bfloat16"
+    backbone = workdir / f"backbone-{args.shape}"
+    started = time.perf_counter()
+    build_backbone(args.shape, dtype, backbone)
+    build_seconds = time.perf_counter() - started
+    # Loaded from its file under another name: scripts/evaluate.py would shadow HF's
+    # `evaluate` package, and it takes its own folder off sys.path when imported.
+    spec = importlib.util.spec_from_file_location(
+        "sbt_evaluate_cli", REPO / "scripts" / "evaluate.py"
+    )
+    evaluate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluate)
+    output = workdir / "eval.json"
+    argv = ["--model", str(backbone), "--data-files", f"validation={EVAL_DATA}",
+            "--output", str(output), "--dtype", dtype, "--device", "cuda" if cuda else "cpu",
+            "--batch-size", str(args.batch_size * 4), "--bootstrap-iters", "0"]  # fmt: skip
+    for task in EVAL_TASKS:
+        argv += ["--task", task]
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    status = evaluate.main(argv)
+    seconds = time.perf_counter() - started
+    if status:
+        raise RuntimeError(f"scripts/evaluate.py exited with {status}")
+    report = json.loads(output.read_text(encoding="utf-8"))
+    metrics = report["metrics"]
+    n_samples = report.get("n_samples") or {}
+    documents = sum((n_samples.get(t) or {}).get("effective", 0) for t in EVAL_TASKS)
+    finite = bool(metrics) and all(
+        isinstance(v, int | float) and math.isfinite(v) for v in metrics.values()
+    )
+    result = {
+        "case": args.case,
+        "method": "eval",
+        "shape": args.shape,
+        "weights_dtype": dtype,
+        "tasks": list(EVAL_TASKS),
+        "metrics": metrics,
+        "metrics_finite": finite,
+        "documents": documents,
+        "eval_seconds": seconds,
+        "documents_per_second": documents / seconds if seconds else None,
+        "peak_memory_gib": (
+            torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+        ),
+        "build_seconds": build_seconds,
+        "environment": env,
+    }
+    print(
+        f"== eval {args.shape} ({dtype}, lm-eval {', '.join(EVAL_TASKS)}): {documents} documents "
+        f"in {seconds:.1f} s; peak GPU memory {_gib(result['peak_memory_gib'])}; metrics "
+        + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()),
+        flush=True,
+    )
+    if not finite:
+        raise RuntimeError(f"evaluation gave non-finite metrics: {metrics}")
+    return result
+
+
+def _gib(value: float | None) -> str:
+    return f"{value:.1f} GiB" if value is not None else "n/a"
+
+
+def _percent(value: float | None) -> str:
+    return f"{100 * value:.1f}%" if value is not None else "n/a"
+
+
+def print_training(r: dict) -> None:
     lines = [
-        f"== {r['method']} {r['shape']}: {r['params']:,} parameters "
+        f"== {r['case']}: {r['method']} {r['shape']}, {r['params']:,} parameters "
         f"({r['trainable_params']:,} trained), {r['weights_dtype']} weights, "
         f"sharding {r['sharding']} (accelerate: {r['distributed']})",
         f"   batch {r['batch_size']} x {r['seq_len']} tokens; median step "
         f"{r['step_seconds_median']:.3f} s over {len(r['step_seconds'])} steps "
         f"(after {r['warmup_steps']} warm-up)",
-        f"   {r['tokens_per_second']:,.0f} tokens/s; peak GPU memory {memory}",
-        f"   MFU {mfu_text}: {r['flops_formula']} = {r['flops_per_token'] / 1e9:.4g} GFLOP/token "
-        f"over {r['peak_bf16_tflops'] or '?'} TFLOP/s bf16 peak",
-        f"   final loss {r['final_loss']:.3f}; build {r['build_seconds']:.0f} s, "
-        f"train() {r['train_seconds']:.0f} s",
+        f"   {r['tokens_per_second']:,.0f} tokens/s; peak GPU memory {_gib(r['peak_memory_gib'])}",
+        f"   MFU {_percent(r['mfu'])}: {r['flops_formula']} = {r['flops_per_token'] / 1e9:.4g} "
+        f"GFLOP/token over {r['peak_bf16_tflops'] or '?'} TFLOP/s bf16 peak",
+        f"   loss {r['first_loss']:.3f} -> {r['last_loss']:.3f} "
+        f"({'falling' if r['loss_falling'] else 'NOT falling'}); build "
+        f"{r['build_seconds']:.0f} s, train() {r['train_seconds']:.0f} s",
     ]
     print("\n".join(lines), flush=True)
+
+
+# ------------------------------------------------------------------ the table
+
+
+def target_verdict(case: str, result: dict | None) -> str:
+    """PASS/FAIL against the MFU target of a case, or why there is none."""
+    if case not in MFU_TARGETS:
+        return "-"
+    target = MFU_TARGETS[case]
+    if result is None:
+        return f">= {target:.0%}: FAIL (no result)"
+    device = (result.get("environment") or {}).get("device", "cpu")
+    if result.get("mfu") is None:
+        return f">= {target:.0%}: n/a (no MFU on {device})"
+    verdict = "PASS" if result["mfu"] >= target else "FAIL"
+    if not any(name in device for name in TARGET_GPUS):
+        verdict += f" (target is for H100/H200, this is {device})"
+    return f">= {target:.0%}: {verdict}"
+
+
+def summary_rows(out_dir: Path, cases: dict = CASES) -> list[dict]:
+    """One row per case from DIR/<case>.json (a missing file: the case failed)."""
+    rows = []
+    for case, (method, _, sharding) in cases.items():
+        path = out_dir / f"{case}.json"
+        result = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        row = {"case": case, "ok": result is not None, "target": target_verdict(case, result)}
+        if result is None:
+            status_file = out_dir / f"{case}.status"
+            status = status_file.read_text().strip() if status_file.is_file() else "?"
+            row |= {"sharding": sharding, "status": f"FAILED (exit {status}, see {case}.log)"}
+        elif method == "eval":
+            row |= {
+                "sharding": "-",
+                "step": f"{result['eval_seconds']:.1f} s total",
+                "speed": f"{result['documents_per_second']:.1f} docs/s",
+                "memory": _gib(result["peak_memory_gib"]),
+                "mfu": "-",
+                "loss": "metrics finite" if result["metrics_finite"] else "metrics NOT finite",
+                "status": "ok" if result["metrics_finite"] else "FAILED",
+            }
+            row["ok"] = result["metrics_finite"]
+        else:
+            good = result["loss_finite"] and result["loss_falling"]
+            sharded = result["sharding"]
+            if sharded != result["requested_sharding"]:
+                sharded = f"{result['requested_sharding']}->{sharded}"
+            row |= {
+                "sharding": sharded,
+                "step": f"{result['step_seconds_median']:.3f} s",
+                "speed": f"{result['tokens_per_second']:,.0f} tok/s",
+                "memory": _gib(result["peak_memory_gib"]),
+                "mfu": _percent(result["mfu"]),
+                "loss": f"{result['first_loss']:.2f}->{result['last_loss']:.2f} "
+                + ("falling" if result["loss_falling"] else "NOT falling")
+                + ("" if result["loss_finite"] else ", NOT finite"),
+                "status": "ok" if good else "FAILED",
+            }
+            row["ok"] = good
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    columns = ("case", "sharding", "step", "speed", "memory", "mfu", "loss", "target", "status")
+    heads = {"step": "step time", "speed": "throughput", "memory": "peak memory",
+             "mfu": "MFU", "target": "MFU target"}  # fmt: skip
+    cells = [[row.get(col, "") for col in columns] for row in rows]
+    names = [heads.get(col, col) for col in columns]
+    widths = [max(len(names[i]), *(len(c[i]) for c in cells)) for i in range(len(columns))]
+    lines = ["  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)) for cell in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def summarize(out_dir: Path) -> int:
+    """Print the table; 0 when every case ran with a finite (and falling) loss, else 1."""
+    rows = summary_rows(out_dir)
+    print(format_table(rows), flush=True)
+    return 0 if all(row["ok"] for row in rows) else 1
 
 
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.summarize:
+        return summarize(Path(args.summarize))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     import torch
@@ -474,15 +612,19 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {env['torch']} (CUDA {env['cuda']}, cuDNN {env['cudnn']}), "
         + ", ".join(f"{k} {v}" for k, v in env["packages"].items())
         + f"; device {env['device']}"
-        + (f" ({env['memory_gib']} GiB, sm_{env['capability']})" if "capability" in env else ""),
+        + (f" ({env['memory_gib']} GiB, sm_{env['capability']}, {env['sm_count']} SMs, "
+           f"bf16 peak {device_peak(args, env) or '?'} TFLOP/s)" if "capability" in env else ""),
         flush=True,
-    )
+    )  # fmt: skip
     if args.method is None:
         return 0
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="gpu_check."))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        result = run_check(args, workdir, env)
+        if args.method == "eval":
+            result = run_eval(args, workdir, env)
+        else:
+            result = run_training(args, workdir, env)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
