@@ -621,11 +621,16 @@ def report_failures(log):
     and log file, with the last lines of that log, so nobody has to scroll back for them.
     Read from Snakemake's own run log, whose error blocks name the output and the log.
     """
-    if not log or not Path(log).is_file():
-        return
+    logs = [log] if isinstance(log, (str, os.PathLike)) else list(log or [])
+    lines = [
+        line
+        for path in logs
+        if Path(path).is_file()
+        for line in Path(path).read_text(errors="replace").splitlines()
+    ]
     failed = {}
     current = None
-    for line in Path(log).read_text(errors="replace").splitlines():
+    for line in lines:
         if line.startswith(ERROR_BLOCK):
             current = {"rule": line.removeprefix(ERROR_BLOCK).rstrip(":")}
         elif current is not None and line.startswith("    output: "):
