@@ -136,8 +136,8 @@ def test_a_failing_benchmark_loses_nothing_else_and_a_rerun_redoes_only_it(demo_
     # The end of the run lists each failed job with its log and the log's last lines.
     text = output_of(proc)
     summary = text[text.index("failed job(s):") :]
-    assert "evaluate_base -> results/eval/tiny-llama2/base/ethics_justice.json" in summary
-    assert "log: logs/evaluate/tiny-llama2/base/ethics_justice.log" in summary
+    assert "ethics_justice.json" in summary
+    assert "log: logs/evaluate/" in summary and "ethics_justice.log" in summary
     assert "| error: " in summary
     assert "ethics_cm.json" not in summary
 
