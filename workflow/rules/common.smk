@@ -633,6 +633,8 @@ def report_failures(log):
     for line in lines:
         if line.startswith(ERROR_BLOCK):
             current = {"rule": line.removeprefix(ERROR_BLOCK).rstrip(":")}
+        elif not line.startswith("    "):  # the error block ended (other jobs' blocks follow)
+            current = None
         elif current is not None and line.startswith("    output: "):
             current["output"] = line.partition(": ")[2]
         elif current is not None and line.startswith("    log: "):
