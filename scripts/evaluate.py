@@ -230,33 +230,36 @@ def evaluate(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     if args.adapter:
         check_adapter(args.adapter, allow_pickle_weights=args.allow_pickle_weights)
-    # A LLaVA-1.x checkpoint (the study's releases) loads as the LlamaForCausalLM it holds.
     views = contextlib.ExitStack()
-    model_path, checkpoint = views.enter_context(
-        language_model_view(args.model, allow_pickle_weights=args.allow_pickle_weights)
-    )
-    dtype = args.dtype
-    if dtype == "checkpoint":  # the study's harness: the checkpoint's own torch_dtype
-        dtype = checkpoint_dtype(model_path, trust_remote_code=args.trust_remote_code)
-    benchmark = args.benchmark or "+".join(tasks)
-    model_args = hf_model_args(
-        model_path,
-        adapter=args.adapter,
-        tokenizer=args.tokenizer,
-        dtype=dtype,
-        trust_remote_code=args.trust_remote_code,
-        allow_pickle_weights=args.allow_pickle_weights,
-        add_bos_token=bos_model_arg(args.add_bos_token),
-    )
-    if mmlu_study:
-        model_args = mmlu_study_model_args(model_args)
-        log(f"{MMLU_STUDY}: BOS as the tokenizer adds it, max_length {model_args['max_length']}")
-    what = f"{args.model}" + (f" + adapter {args.adapter}" if args.adapter else "")
-    log(f"{benchmark}: tasks {', '.join(tasks)} on {what} ({device}, {dtype})")
-    if data_files:
-        log("data files: " + ", ".join(f"{s}={p}" for s, p in data_files.items()))
-    setup_s = time.perf_counter() - started
     try:
+        # A LLaVA-1.x checkpoint (the study's releases) loads as the LlamaForCausalLM it
+        # holds, through a temporary view that `views` removes again.
+        model_path, checkpoint = views.enter_context(
+            language_model_view(args.model, allow_pickle_weights=args.allow_pickle_weights)
+        )
+        dtype = args.dtype
+        if dtype == "checkpoint":  # the study's harness: the checkpoint's own torch_dtype
+            dtype = checkpoint_dtype(model_path)
+        benchmark = args.benchmark or "+".join(tasks)
+        model_args = hf_model_args(
+            model_path,
+            adapter=args.adapter,
+            tokenizer=args.tokenizer,
+            dtype=dtype,
+            trust_remote_code=args.trust_remote_code,
+            allow_pickle_weights=args.allow_pickle_weights,
+            add_bos_token=bos_model_arg(args.add_bos_token),
+        )
+        if mmlu_study:
+            model_args = mmlu_study_model_args(model_args)
+            log(
+                f"{MMLU_STUDY}: BOS as the tokenizer adds it, max_length {model_args['max_length']}"
+            )
+        what = f"{args.model}" + (f" + adapter {args.adapter}" if args.adapter else "")
+        log(f"{benchmark}: tasks {', '.join(tasks)} on {what} ({device}, {dtype})")
+        if data_files:
+            log("data files: " + ", ".join(f"{s}={p}" for s, p in data_files.items()))
+        setup_s = time.perf_counter() - started
         with labels_must_fit_the_choices(benchmark):
             results = run_lm_eval(
                 tasks,

@@ -176,21 +176,22 @@ def bos_model_arg(choice: str) -> bool | None:
     return {"default": None, "true": True, "false": False}[choice]
 
 
-def checkpoint_dtype(model: str, *, trust_remote_code: bool = False) -> str:
+def checkpoint_dtype(model: str) -> str:
     """The dtype v0.3 loaded `model` in when given none: its config's torch_dtype.
 
     v0.3 `_get_dtype(None, config)` returns `config.torch_dtype`, and from_pretrained with
     torch_dtype=None loads float32; so a config without a dtype means float32. (0.4's
-    dtype="auto" would instead take the weights' dtype in that case.)
+    dtype="auto" would instead take the weights' dtype in that case.) config.json is read
+    as plain JSON, so any model_type (e.g. the study's "llava" checkpoints) works, from a
+    local directory or the HF cache.
     """
-    import json
+    from sbt.checkpoints import local_dir, read_config
+    from sbt.common import input_error
 
-    from transformers.utils import cached_file
-
-    # config.json read as plain JSON: works for any model_type (e.g. the study's "llava"
-    # checkpoints), from a local directory or the HF cache
-    del trust_remote_code  # no model code is needed to read one field
-    config = json.loads(Path(cached_file(model, "config.json")).read_text(encoding="utf-8"))
+    folder = local_dir(model)
+    config = read_config(folder) if folder is not None else None
+    if config is None:
+        raise input_error(model, "no config.json to read the checkpoint's dtype from")
     value = config.get("torch_dtype") or config.get("dtype")
     if not value or value == "auto":
         return "float32"

@@ -314,14 +314,8 @@ def run_lm_eval(
     seed: int = 1234,
     log_samples: bool = False,
     bootstrap_iters: int = DEFAULT_BOOTSTRAP_ITERS,
-    model: Any = None,
-    use_cache: str | None = None,
 ) -> dict[str, Any]:
     """lm_eval.simple_evaluate with model "hf"; every random seed fixed to `seed`.
-
-    `model`: an already loaded lm-eval LM to use instead of loading "hf" from `model_args`
-    (which then only serve as the tasks' metadata); `use_cache`: lm-eval's request cache,
-    a SQLite file path prefix (lm-eval appends `_rank0.db`).
 
     With `local_tasks`, lm-eval reads their YAMLs (written to a temporary folder, with the
     study mode's functions beside them), and the stock tasks only for tasks not among them;
@@ -346,9 +340,8 @@ def run_lm_eval(
         else:
             manager = TaskManager(metadata=metadata)
         results = simple_evaluate(
-            model="hf" if model is None else model,
+            model="hf",
             model_args=dict(model_args),
-            use_cache=use_cache,
             tasks=list(tasks),
             num_fewshot=num_fewshot,
             batch_size=batch_size,

@@ -23,7 +23,6 @@ with LLaMA's tokenizer; `setup_tokenizer` checks this for the templates that use
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -152,17 +151,13 @@ def study_legacy(path: str | Path) -> bool:
     """transformers 4.31's rule, which the study ran: legacy unless the checkout's
     tokenizer_config.json says `"legacy": false` (LLaMA-2 hub checkouts may; LLaMA, Vicuna
     v1.3 and OpenLLaMA predate the key)."""
-    from transformers.utils import cached_file
+    # The same reader AutoTokenizer uses: {} where the checkout has no tokenizer_config.json.
+    from transformers.models.auto.tokenization_auto import get_tokenizer_config
 
     try:
-        config_file = cached_file(
-            str(path), "tokenizer_config.json", _raise_exceptions_for_missing_entries=False
-        )
+        config = get_tokenizer_config(str(path))
     except OSError:
-        config_file = None
-    if not config_file:
-        return True
-    config = json.loads(Path(config_file).read_text(encoding="utf-8"))
+        config = {}
     return config.get("legacy") is not False
 
 

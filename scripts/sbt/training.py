@@ -524,14 +524,13 @@ def _prepare_work_dir(work: Path, signature: dict, resume: str) -> Path | None:
     signature_file = work / RUN_SIGNATURE
     if work.exists() and resume == "auto" and signature_file.is_file():
         previous = json.loads(signature_file.read_text(encoding="utf-8"))
-        if previous != signature:
-            _move_aside(work, signature_changes(previous, signature))
-            return _prepare_work_dir(work, signature, resume)
-        checkpoints = _complete_checkpoints(work)
-        for path in work.iterdir():  # half-written checkpoints and a half-saved result
-            if path.is_dir() and path not in checkpoints:
-                shutil.rmtree(path)
-        return checkpoints[-1] if checkpoints else None
+        if previous == signature:
+            checkpoints = _complete_checkpoints(work)
+            for path in work.iterdir():  # half-written checkpoints and a half-saved result
+                if path.is_dir() and path not in checkpoints:
+                    shutil.rmtree(path)
+            return checkpoints[-1] if checkpoints else None
+        _move_aside(work, signature_changes(previous, signature))  # then start afresh
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -813,7 +812,7 @@ def train(
         # transformers 4.31's loss: the model's mean over each micro-batch's trained tokens,
         # divided by the accumulation steps (and averaged over processes by DDP/DeepSpeed).
         # A Trainer that believes the model takes no loss kwargs does exactly that instead of
-        # dividing by the step's trained tokens (tests/test_train.py pins this).
+        # dividing by the step's trained tokens (tests/test_recipe.py pins this).
         trainer.model_accepts_loss_kwargs = False
     try:
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
