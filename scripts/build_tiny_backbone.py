@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -184,16 +183,6 @@ def write_tokenizer(
     write_json(output / "special_tokens_map.json", SPECIAL_TOKENS_MAP)
     if layout == "model+json":
         (output / "tokenizer.json").write_text(llama2_tokenizer_json(output), encoding="utf-8")
-
-
-def train_tokenizer(texts: list[str], vocab_size: int):
-    """A LLaMA-style tokenizer as a `tokenizers.Tokenizer` (legacy behaviour), trained by
-    SentencePiece; for callers that wrap it in PreTrainedTokenizerFast themselves."""
-    from tokenizers import Tokenizer
-
-    with tempfile.TemporaryDirectory() as tmp:
-        write_tokenizer(train_sentencepiece(texts, vocab_size), tmp, model_max_length=4096)
-        return Tokenizer.from_str(llama2_tokenizer_json(tmp))
 
 
 def build_tokenizer(

@@ -55,7 +55,7 @@ METHODS = ("full", "lora", "eval")
 SHARDINGS = ("zero2", "zero3", "fsdp", "none")
 DEFAULT_SHAPE = {"full": "1b", "lora": "7b", "eval": "1b"}
 LEARNING_RATE = {"full": 1e-4, "lora": 1e-3}
-TEMPLATE = "llama_2"  # the study's template for its LLaMA-2 backbones
+TEMPLATE = "llava_llama_2"  # the study's template for its LLaMA-2 backbones
 DEEPSPEED_CONFIGS = {
     "zero2": REPO / "config" / "deepspeed" / "zero2.json",
     "zero3": REPO / "config" / "deepspeed" / "zero3.json",
@@ -221,18 +221,13 @@ def resolve_sharding(method: str, requested: str, cpu: bool = False) -> tuple[st
 def build_backbone(shape: str, dtype: str, output: Path) -> int:
     """Random-initialised LlamaForCausalLM of `shape` plus a LLaMA-style tokenizer; params."""
     import torch
-    from build_tiny_backbone import train_tokenizer
+    from build_tiny_backbone import train_sentencepiece, write_tokenizer
     from sbt.templates import SYS_LLAMA_2
-    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaForCausalLM
 
     config = llama_config(shape)
     corpus = [" ".join(WORDS), SYS_LLAMA_2, "What does picture 0 show? [INST] <<SYS>> [/INST]"]
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=train_tokenizer(corpus * 20, min(2000, config.vocab_size)),
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-    )
+    tokenizer_model = train_sentencepiece(corpus * 20, min(2000, config.vocab_size))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     with torch.device(device):  # initialising 7B on the GPU takes seconds, not minutes
@@ -243,7 +238,8 @@ def build_backbone(shape: str, dtype: str, output: Path) -> int:
             f"{shape}: {params} parameters, formula says {llama_param_count(SHAPES[shape])}"
         )
     model.save_pretrained(output)
-    tokenizer.save_pretrained(output)
+    # The tokenizer files a LLaMA checkout has (the demo backbones' builder writes them).
+    write_tokenizer(tokenizer_model, output, model_max_length=config.max_position_embeddings)
     del model
     if device == "cuda":
         torch.cuda.empty_cache()
