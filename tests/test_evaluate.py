@@ -6,7 +6,6 @@ directly, with a task YAML written here by hand, and compares.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,12 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from evaluate_cli import SCRIPT, evaluate_cli
 from sbt.common import InputError
 from sbt.lmeval_tasks import metric_key, plan_local_tasks, primary_metrics, select_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "resources" / "demo" / "benchmarks"
-SCRIPT = ROOT / "scripts" / "evaluate.py"
 TRUTHFULQA = BENCHMARKS / "truthfulqa_mc.jsonl"
 SEED = 1234
 LIMIT = 8
@@ -36,17 +35,6 @@ OUTPUT_KEYS = {
     "run",
     "provenance",
 }
-
-
-def _load_cli():
-    """scripts/evaluate.py under another module name: `evaluate` is also HF's package."""
-    spec = importlib.util.spec_from_file_location("evaluate_cli", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluate_cli = _load_cli()
 
 
 def run_cli(*args: str) -> int:

@@ -13,18 +13,17 @@ settings (BOS added, stock tasks, 0.4's few-shot draw) the numbers differ.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
+from evaluate_cli import evaluate_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden"
 MODEL = GOLDEN / "eval_model"
 BENCHMARKS = GOLDEN / "benchmarks"
-SCRIPT = ROOT / "scripts" / "evaluate.py"
 STUDY = ["--add-bos-token", "false", "--task-config", "study", "--fewshot-sampler", "v0.3"]
 STUDY += ["--dtype", "checkpoint"]
 LM_EVAL = ["--add-bos-token", "default", "--task-config", "lm_eval"]
@@ -41,16 +40,6 @@ BENCHES = {
     "gsm8k": (["gsm8k"], 8, 1, {"train": "gsm8k_train", "test": "gsm8k_test"}),
 }
 GENERATION = {"truthfulqa_gen", "gsm8k"}
-
-
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("evaluate_cli_golden", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluate_cli = _load_cli()
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,17 @@ allow_pickle_weights it must stop with one line.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from evaluate_cli import evaluate_cli
 from sbt.checkpoints import is_llava_checkpoint, llama_config
 
 ROOT = Path(__file__).resolve().parent.parent
 LANGUAGE_MODEL = ROOT / "tests" / "golden" / "mmlu_model"  # answers MMLU prompts with letters
 BENCHMARKS = ROOT / "resources" / "demo" / "benchmarks"
-SCRIPT = ROOT / "scripts" / "evaluate.py"
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
 # What llava/train/train.py adds to the config (values of a 7B run with CLIP ViT-L/14).
 MM_CONFIG = {
@@ -38,16 +37,6 @@ MM_CONFIG = {
     "image_aspect_ratio": "square",
     "image_grid_pinpoints": None,
 }
-
-
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("evaluate_cli_llava", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluate_cli = _load_cli()
 
 
 def llava_config_431(model) -> dict:

@@ -16,11 +16,11 @@ count), the same number of shots kept and the same generated text. Two models:
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from evaluate_cli import evaluate_cli
 from sbt.common import InputError
 from sbt.mmlu_study import (
     CHOICES,
@@ -34,21 +34,10 @@ from sbt.mmlu_study import (
 ROOT = Path(__file__).resolve().parent.parent
 MMLU = ROOT / "resources" / "demo" / "benchmarks" / "mmlu"
 GOLDEN = ROOT / "tests" / "golden"
-SCRIPT = ROOT / "scripts" / "evaluate.py"
 CASES = {
     "mmlu_model": GOLDEN / "mmlu_study.json",
     "eval_model": GOLDEN / "mmlu_study_eval_model.json",
 }
-
-
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("evaluate_cli_mmlu", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluate_cli = _load_cli()
 
 
 def sha256(path: Path) -> str:
