@@ -194,14 +194,14 @@ def plot_family(summary: Summary, family: str, path: Path) -> bool:
     indices = [i for i in indices if any(row[i] is not None for row in summary.values)]
     if not indices:
         return False
-    shown = [
-        (run, row)
-        for run, row in zip(summary.runs, summary.values, strict=True)
+    shown = [  # (run, its scores, their standard errors)
+        (run, row, errors)
+        for run, row, errors in zip(summary.runs, summary.values, summary.errors, strict=True)
         if any(row[i] is not None for i in indices)
     ]
     # x positions: runs in table order, a gap between backbones
     positions, groups, x = [], {}, 0.0
-    for n, (run, _) in enumerate(shown):
+    for n, (run, _, _) in enumerate(shown):
         if n and run.backbone != shown[n - 1][0].backbone:
             x += 0.8
         positions.append(x)
@@ -209,7 +209,7 @@ def plot_family(summary: Summary, family: str, path: Path) -> bool:
         x += 1.0
     labels = [
         run.method if run.method == "base" else f"{run.method}: {run.shown_data}"
-        for run, _ in shown
+        for run, _, _ in shown
     ]
     n_cols = min(3, len(indices))
     n_rows = -(-len(indices) // n_cols)
@@ -218,23 +218,21 @@ def plot_family(summary: Summary, family: str, path: Path) -> bool:
         n_rows, n_cols, figsize=(width * n_cols, 3.8 * n_rows), squeeze=False, sharey=True
     )
     # One y-axis for the whole family, so its panels compare at a glance.
-    errors_of = {id(row): errs for row, errs in zip(summary.values, summary.errors, strict=True)}
     tops, bottoms = [1.0], [0.0]
-    for _, row in shown:
+    for _, row, errors in shown:
         for index in indices:
             if row[index] is not None:
-                error = errors_of[id(row)][index] or 0.0
+                error = errors[index] or 0.0
                 tops.append(row[index] + error)
                 bottoms.append(row[index] - error)
     tops += [summary.chance[i] for i in indices if summary.chance[i] is not None]
     axes[0][0].set_ylim(min(0.0, *bottoms), max(tops) * 1.2)
     for ax, index in zip(axes.flat, indices, strict=False):
         column = summary.columns[index]
-        values = [row[index] for _, row in shown]
-        for x_pos, (run, row), value in zip(positions, shown, values, strict=True):
+        for x_pos, (run, row, errors) in zip(positions, shown, strict=True):
+            value, error = row[index], errors[index]
             if value is not None:
                 color = METHOD_COLORS.get(run.method, OTHER_COLOR)
-                error = errors_of[id(row)][index]
                 ax.bar(x_pos, value, width=0.8, color=color, edgecolor="black", linewidth=0.4,
                        yerr=error, capsize=3 if error else 0, error_kw={"linewidth": 0.8})  # fmt: skip
         if summary.chance[index] is not None:
@@ -243,7 +241,7 @@ def plot_family(summary: Summary, family: str, path: Path) -> bool:
             base = next(
                 (
                     row[index]
-                    for run, row in shown
+                    for run, row, _ in shown
                     if run.backbone == backbone and run.method == "base"
                 ),
                 None,
@@ -267,7 +265,7 @@ def plot_family(summary: Summary, family: str, path: Path) -> bool:
         ax.set_axisbelow(True)
     for ax in list(axes.flat)[len(indices) :]:
         ax.set_visible(False)
-    methods = [m for m in METHOD_COLORS if any(run.method == m for run, _ in shown)]
+    methods = [m for m in METHOD_COLORS if any(run.method == m for run, _, _ in shown)]
     handles = [plt.Rectangle((0, 0), 1, 1, color=METHOD_COLORS[m]) for m in methods]
     handles.append(plt.Line2D([0], [0], color="black", linestyle="--"))
     names = [*methods, "base model"]
