@@ -125,12 +125,6 @@ def _string_field(path: Path, run: dict, key: str, *, required: bool) -> str:
     return value
 
 
-def read_result_file(path: str | Path) -> tuple[dict[str, str], dict[str, float | None]]:
-    """(run description, metrics) of one result JSON, validated."""
-    description, values, _ = read_result_document(path)
-    return description, values
-
-
 def _stderr(document: dict, metric_key: str) -> float | None:
     """lm-eval's standard error of one metric ("acc_stderr,none"), None where it gave none."""
     task, _, metric = metric_key.partition("/")
