@@ -501,7 +501,9 @@ def eval_args(wildcards):
     model, adapter, dtype, _ = eval_model(wildcards)
     bench = benchmark(wildcards.benchmark)
     study = config["evaluation"]  # the study-mode keys (see sbt/lmeval_study.py)
-    dtype = study.get("dtype") or dtype  # "checkpoint": the model's own torch_dtype
+    # A benchmark's own dtype (mmlu_study: the study's MMLU script ran float32) wins over
+    # evaluation.dtype ("checkpoint": the model's own torch_dtype), which wins over the run's.
+    dtype = bench.get("dtype") or study.get("dtype") or dtype
     args = ["--model", model, "--dtype", dtype, "--benchmark", wildcards.benchmark]
     if adapter:
         args += ["--adapter", adapter]
@@ -512,8 +514,6 @@ def eval_args(wildcards):
         args += ["--data-files"] + [f"{s}={p}" for s, p in bench["data_files"].items()]
     if bench.get("data_dir"):
         args += ["--data-dir", bench["data_dir"]]
-    if bench.get("dtype"):  # e.g. mmlu_study: the study's MMLU script ran float32
-        args[args.index("--dtype") + 1] = bench["dtype"]
     if bench.get("metrics"):
         args += ["--metrics", *bench["metrics"]]
     if bench.get("limit"):
@@ -622,7 +622,7 @@ def report_failures(log):
     Read from Snakemake's own run log, whose error blocks name the output and the log.
     """
     logs = [log] if isinstance(log, (str, os.PathLike)) else list(log or [])
-    lines = [
+    run_log = [
         line
         for path in logs
         if Path(path).is_file()
@@ -630,10 +630,12 @@ def report_failures(log):
     ]
     failed = {}
     current = None
-    for line in lines:
+    for line in run_log:
         if line.startswith(ERROR_BLOCK):
             current = {"rule": line.removeprefix(ERROR_BLOCK).rstrip(":")}
-        elif not line.startswith("    "):  # the error block ended (other jobs' blocks follow)
+        elif not line.startswith(
+            "    "
+        ):  # the error block ended (other jobs' blocks follow)
             current = None
         elif current is not None and line.startswith("    output: "):
             current["output"] = line.partition(": ")[2]
