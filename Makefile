@@ -16,10 +16,11 @@ export PYTHONHASHSEED := 0
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements.lock
+$(STAMP): requirements.txt requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt -c requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --editable .
 	touch $@
 
 demo: setup
@@ -32,8 +33,8 @@ report: demo
 	@echo "Report: results/report.html"
 
 lint: setup
-	$(BIN)/ruff check scripts tests
-	$(BIN)/ruff format --check scripts tests
+	$(BIN)/ruff check src scripts tests
+	$(BIN)/ruff format --check src scripts tests
 	$(BIN)/snakefmt --check workflow
 	PATH=$(CURDIR)/$(BIN):$$PATH $(SNAKEMAKE) --lint
 	PATH=$(CURDIR)/$(BIN):$$PATH $(SNAKEMAKE) --lint --configfile config/paper.yaml
@@ -64,4 +65,4 @@ gpu-check:
 # --profile profiles/slurm, the jobs as the cluster saw them, then the cluster stopped.
 .PHONY: slurm-demo
 slurm-demo: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python scripts/slurm_demo.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m sbt.slurm_demo

@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from make_demo_llava import generate_records
+from sbt.demo.llava import generate_records
 
 SCRIPTS = Path(__file__).resolve().parent
 
@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             ],
             "convert_text_only": [
                 sys.executable,
-                str(SCRIPTS / "convert_text_only.py"),
+                "-m",
+                "sbt.convert",
                 "--quiet",
                 "--input",
                 str(source),

@@ -101,7 +101,7 @@ def system_text() -> str:
 
 def llava_like_records(count: int, tokenizer, seed: int) -> list[dict]:
     """Text-only LLaVA records of the demo generator's rounds, cut to sampled lengths."""
-    from make_demo_llava import RecordMaker
+    from sbt.demo.llava import RecordMaker
 
     maker = RecordMaker(seed)
 
@@ -137,10 +137,11 @@ def llava_like_records(count: int, tokenizer, seed: int) -> list[dict]:
 
 def prepare(args: argparse.Namespace, workdir: Path) -> dict:
     """Build the model and the data once; both runs read them."""
-    from build_tiny_backbone import build_tiny_backbone
-    from make_demo_llava import generate_records
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from sbt.demo.backbone import build_tiny_backbone
+    from sbt.demo.llava import generate_records
 
     hf_logging.disable_progress_bar()
 
@@ -195,8 +196,9 @@ def run_variant(args: argparse.Namespace, setup: dict) -> dict:
     """Train one variant in this process and measure it (called in a child process)."""
     import numpy as np
     import torch
-    from sbt.training import train
     from transformers import TrainerCallback
+
+    from sbt.training import train
 
     cuda = args.device == "cuda"
     warmup = args.warmup_steps

@@ -12,7 +12,7 @@ code, on synthetic records that each fill the whole sequence:
                  lm_head, gradient checkpointing, ZeRO-2 as the paper; the frozen base
                  weights are loaded in bfloat16 (what DeepSpeed's bf16 mode makes of the
                  paper's float32 load anyway, at half the disk and load time).
-  --method eval  (default shape 1b): scripts/evaluate.py (lm-eval) in bf16 on the GPU on
+  --method eval  (default shape 1b): sbt.evaluate (lm-eval) in bf16 on the GPU on
                  the demo's local TruthfulQA-MC file.
 
 MFU = model FLOPs per token x tokens/s / the GPU's dense bf16 peak, both from sbt.perf
@@ -221,9 +221,10 @@ def resolve_sharding(method: str, requested: str, cpu: bool = False) -> tuple[st
 def build_backbone(shape: str, dtype: str, output: Path) -> int:
     """Random-initialised LlamaForCausalLM of `shape` plus a LLaMA-style tokenizer; params."""
     import torch
-    from build_tiny_backbone import train_sentencepiece, write_tokenizer
-    from sbt.templates import SYS_LLAMA_2
     from transformers import LlamaForCausalLM
+
+    from sbt.demo.backbone import train_sentencepiece, write_tokenizer
+    from sbt.templates import SYS_LLAMA_2
 
     config = llama_config(shape)
     corpus = [" ".join(WORDS), SYS_LLAMA_2, "What does picture 0 show? [INST] <<SYS>> [/INST]"]
@@ -305,6 +306,7 @@ def device_peak(args: argparse.Namespace, env: dict) -> float | None:
 def run_training(args: argparse.Namespace, workdir: Path, env: dict) -> dict:
     """Build, train, measure one training case; returns the measurements."""
     import torch
+
     from sbt.training import train
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -415,7 +417,7 @@ def run_training(args: argparse.Namespace, workdir: Path, env: dict) -> dict:
 
 
 def run_eval(args: argparse.Namespace, workdir: Path, env: dict) -> dict:
-    """lm-eval through scripts/evaluate.py, in this process, bf16 on the GPU."""
+    """lm-eval through sbt.evaluate, in this process, bf16 on the GPU."""
     import torch
 
     cuda = env["device"] != "cpu"
@@ -424,13 +426,8 @@ def run_eval(args: argparse.Namespace, workdir: Path, env: dict) -> dict:
     started = time.perf_counter()
     build_backbone(args.shape, dtype, backbone)
     build_seconds = time.perf_counter() - started
-    # Loaded from its file under another name: scripts/evaluate.py would shadow HF's
-    # `evaluate` package, and it takes its own folder off sys.path when imported.
-    spec = importlib.util.spec_from_file_location(
-        "sbt_evaluate_cli", REPO / "scripts" / "evaluate.py"
-    )
-    evaluate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(evaluate)
+    from sbt import evaluate
+
     output = workdir / "eval.json"
     argv = ["--model", str(backbone), "--data-files", f"validation={EVAL_DATA}",
             "--output", str(output), "--dtype", dtype, "--device", "cuda" if cuda else "cpu",
@@ -443,7 +440,7 @@ def run_eval(args: argparse.Namespace, workdir: Path, env: dict) -> dict:
     status = evaluate.main(argv)
     seconds = time.perf_counter() - started
     if status:
-        raise RuntimeError(f"scripts/evaluate.py exited with {status}")
+        raise RuntimeError(f"sbt.evaluate exited with {status}")
     report = json.loads(output.read_text(encoding="utf-8"))
     metrics = report["metrics"]
     n_samples = report.get("n_samples") or {}

@@ -6,7 +6,7 @@
 #   1. full-1b-zero2  full fine-tuning, 1B (TinyLlama's shape), DeepSpeed ZeRO-2 (the paper's)
 #   2. lora-7b-zero2  LoRA r=64 of the 7B shape (LLaMA-2-7B's), DeepSpeed ZeRO-2 (the paper's)
 #   3. full-1b-fsdp   full fine-tuning, 1B, FSDP full_shard
-#   4. eval-1b-bf16   lm-eval (scripts/evaluate.py) in bf16 on the GPU, a local task file
+#   4. eval-1b-bf16   lm-eval (sbt.evaluate) in bf16 on the GPU, a local task file
 # then one table of all cases with the MFU targets (7B LoRA >= 45%, 1B full >= 35% on an
 # H100/H200) as PASS/FAIL. Results: GPU_CHECK_OUT/<case>.json, .log (results/gpu_check).
 # Usage: scripts/gpu_check.sh [--dry-run] [options for scripts/gpu_check.py, e.g. --steps 10]

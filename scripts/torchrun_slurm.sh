@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One torchrun per SLURM task, the tasks meeting in a c10d rendezvous (multi-node training).
-# Started by srun inside a train job (scripts/sbt/launch.py builds that line):
-#   srun --nodes=N --ntasks=N --ntasks-per-node=1 ... bash scripts/torchrun_slurm.sh N G scripts/train.py ARGS
+# Started by srun inside a train job (src/sbt/launch.py builds that line):
+#   srun --nodes=N --ntasks=N --ntasks-per-node=1 ... bash scripts/torchrun_slurm.sh N G -m sbt.train ARGS
 #   N  torchrun agents in all (one per node), G  processes (GPUs) per agent
 # The rendezvous endpoint is the first host of $SLURM_JOB_NODELIST, its id the job id, its
 # port 29500 + (job id mod 1000) so that two jobs sharing a first node do not meet.
@@ -9,7 +9,7 @@
 # SBT_RDZV_PORT, SBT_RDZV_ID; TORCHRUN (default: torchrun).
 set -euo pipefail
 if [ $# -lt 3 ]; then
-    echo "usage: $0 NNODES NPROC_PER_NODE SCRIPT [ARGS...]" >&2
+    echo "usage: $0 NNODES NPROC_PER_NODE SCRIPT|-m MODULE [ARGS...]" >&2
     exit 2
 fi
 nnodes=$1

@@ -5,7 +5,7 @@ Fixtures for tests that need a model (all session-scoped, built once, offline, i
 - `tiny_records`: a list of ~300 LLaVA-format text-only records (deterministic, generated
   here), some with two rounds.
 - `tiny_corpus`: those records written as a JSON file (a valid `--data` for train.py).
-- `tiny_backbone`: Path of a tiny LLaMA backbone built by scripts/build_tiny_backbone.py
+- `tiny_backbone`: Path of a tiny LLaMA backbone built by src/sbt/demo/backbone.py
   from `tiny_corpus` (hidden 64, 2 layers, vocab <= 2000, seed 0), with a SentencePiece
   tokenizer in the `tokenizer.model`-only layout. Treat it as read-only. Load with
   `sbt.tokenize_chat.load_tokenizer` (the study's legacy mode) or
@@ -84,7 +84,8 @@ def tiny_corpus(tmp_path_factory, tiny_records):
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory, tiny_corpus):
     import torch
-    from build_tiny_backbone import build_tiny_backbone
+
+    from sbt.demo.backbone import build_tiny_backbone
 
     torch.set_num_threads(1)
     return build_tiny_backbone([tiny_corpus], tmp_path_factory.mktemp("backbones") / "tiny")
@@ -92,7 +93,7 @@ def tiny_backbone(tmp_path_factory, tiny_corpus):
 
 @pytest.fixture(scope="session")
 def tiny_backbone_json(tmp_path_factory, tiny_corpus):
-    from build_tiny_backbone import build_tokenizer
+    from sbt.demo.backbone import build_tokenizer
 
     target = tmp_path_factory.mktemp("backbones") / "tiny_json"
     return build_tokenizer([tiny_corpus], target, tokenizer_layout="model+json")

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+
 from sbt.local_slurm import (  # noqa: F401  (re-exported for the tests)
     REQUIRE_ENV_VAR,
     ClusterUnavailable,

@@ -14,7 +14,10 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ("workflow", "scripts", "config", "profiles", "resources", "envs", "requirements.txt")
+COPIED = (
+    *("workflow", "src", "scripts", "config", "profiles", "resources", "envs"),
+    *("pyproject.toml", "requirements.txt"),
+)
 
 
 def copy_repo(dest: Path) -> Path:

@@ -6,8 +6,9 @@ import csv
 import json
 from pathlib import Path
 
-import aggregate
 import pytest
+
+from sbt import aggregate
 
 ETHICS = ["ethics_cm", "ethics_deontology", "ethics_justice", "ethics_utilitarianism"]
 ETHICS += ["ethics_virtue"]

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from sbt.benchmark_files import (
     ROW_SCHEMAS,
     check_benchmark_files,
@@ -136,7 +137,7 @@ def test_evaluate_stops_before_loading_the_model(tmp_path):
     output = tmp_path / "result.json"
     (tmp_path / "model").mkdir()  # never loaded: the data fails first
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts/evaluate.py"), "--model", str(tmp_path / "model"),
+        [sys.executable, "-m", "sbt.evaluate", "--model", str(tmp_path / "model"),
          "--task", "ethics_cm", "--data-files", f"test={data}", "--output", str(output)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip

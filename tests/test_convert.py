@@ -10,14 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import convert_text_only
 import pytest
 from bench_convert import PUBLISHED_SNIPPET
-from make_demo_llava import generate_records
+
+from sbt import convert as convert_text_only
 from sbt import llava
 from sbt.common import InputError
-
-SCRIPT = Path(convert_text_only.__file__)
+from sbt.demo.llava import generate_records
 
 
 def turn(role: str, value: str) -> dict:
@@ -315,7 +314,7 @@ def test_script_exits_2_as_a_process(tmp_path):
     source.write_text(json.dumps([{"id": "x", "conversations": [turn("robot", "hi")]}]))
     out = tmp_path / "o.json"
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--input", str(source), "--output", str(out)],
+        [sys.executable, "-m", "sbt.convert", "--input", str(source), "--output", str(out)],
         capture_output=True,
         text=True,
     )

@@ -7,7 +7,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from make_demo_benchmarks import write_benchmarks
+
+from sbt.demo.benchmarks import write_benchmarks
 from sbt.lmeval_tasks import plan_local_tasks
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "resources" / "demo" / "benchmarks"
@@ -48,7 +49,7 @@ def test_generator_is_deterministic_and_the_committed_files_are_current(tmp_path
     for name in names:
         assert (first / name).read_bytes() == (second / name).read_bytes()
         assert (first / name).read_bytes() == (BENCHMARKS / name).read_bytes(), (
-            f"{name} is stale: rerun scripts/make_demo_benchmarks.py"
+            f"{name} is stale: rerun src/sbt/demo/benchmarks.py"
         )
     write_benchmarks(third := tmp_path / "c", seed=1)
     assert (third / "ethics_cm.jsonl").read_bytes() != (first / "ethics_cm.jsonl").read_bytes()

@@ -6,9 +6,10 @@ import json
 import re
 import statistics
 
-import make_demo_llava
 import pytest
+
 from sbt import llava
+from sbt.demo import llava as make_demo_llava
 
 DEMO = make_demo_llava.DEFAULT_OUTPUT
 
@@ -23,7 +24,7 @@ def test_generator_is_deterministic_and_matches_the_committed_file(tmp_path):
     assert make_demo_llava.main(["--output", str(first)]) == 0
     assert make_demo_llava.main(["--output", str(second)]) == 0
     assert first.read_bytes() == second.read_bytes()
-    assert first.read_bytes() == DEMO.read_bytes(), "rerun scripts/make_demo_llava.py"
+    assert first.read_bytes() == DEMO.read_bytes(), "rerun src/sbt/demo/llava.py"
     make_demo_llava.main(["--output", str(second), "--seed", "1"])
     assert first.read_bytes() != second.read_bytes()
 

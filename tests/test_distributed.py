@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+
 from sbt.training import train
 
 pytestmark = [
@@ -29,7 +30,6 @@ pytestmark = [
     ),
 ]
 
-TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
 WORLD_SIZE = 2
 RECORDS = 24  # one epoch: 24 / (2 processes x 2) = 6 steps; 12 if the data were not split
 STEPS = 6
@@ -62,7 +62,7 @@ def run_torchrun(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProces
     command = [*torchrun_command(), "--standalone", f"--nproc_per_node={WORLD_SIZE}"]
     start = time.monotonic()
     proc = subprocess.run(
-        [*command, str(TRAIN_SCRIPT), *args],
+        [*command, "-m", "sbt.train", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -7,13 +7,13 @@ directly, with a task YAML written here by hand, and compares.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from evaluate_cli import SCRIPT, evaluate_cli
+
+import sbt.evaluate as evaluate_cli
 from sbt.common import InputError
 from sbt.lmeval_tasks import metric_key, plan_local_tasks, primary_metrics, select_metrics
 
@@ -198,13 +198,19 @@ def test_adapter_is_applied(truthfulqa_result, tiny_backbone, lora_adapter, tmp_
 
 def test_unknown_task_is_one_line_with_near_matches(tiny_backbone, tmp_path):
     output = tmp_path / "out.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "scripts")}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--model", str(tiny_backbone), "--task", "truthfulqa_mc3"]
+        [
+            sys.executable,
+            "-m",
+            "sbt.evaluate",
+            "--model",
+            str(tiny_backbone),
+            "--task",
+            "truthfulqa_mc3",
+        ]
         + ["--data-files", f"validation={TRUTHFULQA}", "--output", str(output)],
         capture_output=True,
         text=True,
-        env=env,
         timeout=120,
     )
     assert proc.returncode == 2

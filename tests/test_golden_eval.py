@@ -3,7 +3,7 @@
 tests/golden/eval_v03.json holds what that harness (`hf-causal-experimental`, the study's
 num_fewshot) reported for the tiny model tests/golden/eval_model/ on the small benchmark
 files tests/golden/benchmarks/ (made by scripts/golden/make_eval_golden.py in the study's
-stack; nothing here needs that stack, a network or the harness). Here scripts/evaluate.py
+stack; nothing here needs that stack, a network or the harness). Here src/sbt/evaluate.py
 (real lm-eval 0.4.13, real model and tokenizer) runs the same tasks in the study mode:
 loglikelihood metrics must agree to 1e-4, generation metrics exactly, and every generation
 prompt (few-shot draw included) and answer must be the harness's. With lm-eval 0.4's own
@@ -18,7 +18,8 @@ import math
 from pathlib import Path
 
 import pytest
-from evaluate_cli import evaluate_cli
+
+import sbt.evaluate as evaluate_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden"

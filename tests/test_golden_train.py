@@ -6,7 +6,7 @@ study's `preprocess_v1` / `preprocess_llama_2` (llava/train/train.py) run under 
 records converted to text-only, plus hand-made ones: answers opening with a digit,
 punctuation, a newline or a space, a first turn from gpt, unicode, a long answer, a trailing
 user turn). The tokenizer fixtures are SentencePiece models built by
-scripts/build_tiny_backbone.py in both checkout layouts: tokenizer.model only (as Vicuna
+src/sbt/demo/backbone.py in both checkout layouts: tokenizer.model only (as Vicuna
 ships) and with tokenizer.json (as LLaMA-2 ships); a third, `sp_tokenizer_nonlegacy`, is
 the tokenizer.json layout with `"legacy": false` added to tokenizer_config.json, which 4.31
 honours: it is compared with our `tokenizer_legacy: false`.
@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from sbt.common import InputError
 from sbt.tokenize_chat import (
     IGNORE_INDEX,
@@ -168,7 +169,7 @@ def test_probe_stops_a_tokenizer_that_contradicts_the_setting(tmp_path, behaves_
 
 
 def test_preview_tokens_takes_the_setting(tmp_path, records, capsys):
-    import preview_tokens
+    from sbt import preview_tokens
 
     data = tmp_path / "data.json"
     data.write_text(json.dumps(records[:3]), encoding="utf-8")

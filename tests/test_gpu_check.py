@@ -24,6 +24,7 @@ from gpu_check import (
     resolve_sharding,
     summary_rows,
 )
+
 from sbt.common import InputError
 from sbt.perf import (
     SHAPES,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import preview_tokens
 import pytest
+from test_templates import CONVERSATION, EXPECTED
+
+from sbt import preview_tokens
 from sbt.common import InputError
 from sbt.tokenize_chat import (
     IGNORE_INDEX,
@@ -16,7 +18,6 @@ from sbt.tokenize_chat import (
     load_tokenizer,
     tokenize_records,
 )
-from test_templates import CONVERSATION, EXPECTED
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ A synthetic checkpoint is saved here the way the study's LLaVA code (transformer
 saved `PahaII/MM-*`: config.json with model_type "llava", architectures
 LlavaLlamaForCausalLM and the flat mm_* keys, and one pickled pytorch_model.bin holding
 the LLaMA weights plus model.mm_projector.* and model.vision_tower.* tensors. Evaluated by
-scripts/evaluate.py it must score exactly as its language model saved as a plain
+src/sbt/evaluate.py it must score exactly as its language model saved as a plain
 LlamaForCausalLM (safetensors), alone and with a LoRA adapter on top; without
 allow_pickle_weights it must stop with one line.
 """
@@ -16,7 +16,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from evaluate_cli import evaluate_cli
+
+import sbt.evaluate as evaluate_cli
 from sbt.checkpoints import is_llava_checkpoint, llama_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,6 +12,7 @@ import math
 import random
 
 import pytest
+
 from sbt import lmeval_study_tasks as study_tasks
 from sbt.lmeval_study import FunctionRef, StudyOptions, checkpoint_dtype, dump_task_yaml
 from sbt.results import RunResult, build_summary

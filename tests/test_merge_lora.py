@@ -6,11 +6,12 @@ import json
 
 import pytest
 import torch
-from merge_lora import main as merge_cli
-from merge_lora import merge
 from safetensors.torch import load_file
-from sbt.training import train
 from transformers import AutoModelForCausalLM
+
+from sbt.merge_lora import main as merge_cli
+from sbt.merge_lora import merge
+from sbt.training import train
 
 pytestmark = [
     pytest.mark.slow,

@@ -2,7 +2,7 @@
 
 The golden files were written by scripts/golden/make_mmlu_golden.py, which executes the
 study's evaluate_mmlu.py / mmlu_modeling.py (transformers 4.31, slow LlamaTokenizer,
-pandas 2.0) on the demo MMLU files. Here scripts/evaluate.py (lm-eval 0.4, transformers 5)
+pandas 2.0) on the demo MMLU files. Here src/sbt/evaluate.py (lm-eval 0.4, transformers 5)
 must give the same accuracy and, question by question, the same prompt (hash and token
 count), the same number of shots kept and the same generated text. Two models:
 
@@ -20,7 +20,8 @@ import json
 from pathlib import Path
 
 import pytest
-from evaluate_cli import evaluate_cli
+
+import sbt.evaluate as evaluate_cli
 from sbt.common import InputError
 from sbt.mmlu_study import (
     CHOICES,
@@ -86,7 +87,7 @@ def test_accuracy_is_the_studys(case):
     assert result["metrics"]["mmlu_study/acc"] == pytest.approx(golden["accuracy"], abs=1e-12)
     assert result["n_samples"]["mmlu_study"]["effective"] == golden["n_questions"] == 30
     assert result["provenance"]["lm_eval_task_sources"] == {
-        "mmlu_study": "scripts/sbt/lmeval_tasks_study/mmlu_study.yaml"
+        "mmlu_study": "src/sbt/lmeval_tasks_study/mmlu_study.yaml"
     }
 
 

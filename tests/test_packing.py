@@ -10,6 +10,8 @@ import csv
 
 import pytest
 import torch
+from transformers import AttentionInterface, AutoModelForCausalLM
+
 from sbt.common import InputError
 from sbt.packing import (
     PER_SAMPLE_SDPA,
@@ -29,7 +31,6 @@ from sbt.training import (
     tokenized_cache_path,
     train,
 )
-from transformers import AttentionInterface, AutoModelForCausalLM
 
 FAST = {
     "max_steps": 3,

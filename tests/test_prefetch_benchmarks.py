@@ -14,8 +14,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from prefetch_benchmarks import ETHICS_SUBSETS, main
+
 from sbt.lmeval_tasks import plan_local_tasks
+from sbt.prefetch_benchmarks import ETHICS_SUBSETS, main
 
 CSV = {
     "commonsense/cm": (

@@ -16,10 +16,11 @@ import json
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM, TrainerCallback
+
 from sbt.common import InputError
 from sbt.tokenize_chat import load_tokenizer, tokenize_records
 from sbt.training import gradient_accumulation, parse_hparams, train
-from transformers import AutoModelForCausalLM, TrainerCallback
 
 pytestmark = pytest.mark.slow
 

@@ -86,7 +86,7 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_weights(demo_run
 def test_evaluation_killed_mid_run_leaves_no_result(tiny_backbone, tmp_path):
     output = tmp_path / "result.json"
     bench = REPO / "resources/demo/benchmarks/truthfulqa_mc.jsonl"
-    cmd = [sys.executable, str(REPO / "scripts/evaluate.py"), "--model", str(tiny_backbone)]
+    cmd = [sys.executable, "-m", "sbt.evaluate", "--model", str(tiny_backbone)]
     cmd += ["--task", "truthfulqa_mc1", "--task", "truthfulqa_mc2", "--device", "cpu"]
     cmd += ["--data-files", f"validation={bench}", "--output", str(output)]
     proc = subprocess.Popen(

@@ -35,7 +35,7 @@ def pickled_backbone(tiny_backbone, tmp_path_factory) -> Path:
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_TOKEN=SECRET, HUGGING_FACE_HUB_TOKEN=SECRET)
     return subprocess.run(
-        [sys.executable, str(REPO / "scripts" / name), *args],
+        [sys.executable, "-m", f"sbt.{name}", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -56,14 +56,14 @@ def train_args(model: Path, data: Path, output: Path, extra: str = "") -> list[s
 
 
 def test_training_refuses_pickled_weights_unless_allowed(pickled_backbone, tiny_corpus, tmp_path):
-    refused = run_script("train.py", *train_args(pickled_backbone, tiny_corpus, tmp_path / "no"))
+    refused = run_script("train", *train_args(pickled_backbone, tiny_corpus, tmp_path / "no"))
     assert refused.returncode == 2
     error = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "allow_pickle_weights" in error[0], refused.stderr[-2000:]
     assert not (tmp_path / "no").exists()
 
     allowed = run_script(
-        "train.py",
+        "train",
         *train_args(
             pickled_backbone, tiny_corpus, tmp_path / "yes", ', "allow_pickle_weights": true'
         ),
@@ -77,13 +77,13 @@ def test_evaluation_refuses_pickled_weights_unless_allowed(pickled_backbone, tmp
     bench = REPO / "resources/demo/benchmarks/ethics_cm.jsonl"
     common = ["--model", str(pickled_backbone), "--task", "ethics_cm", "--device", "cpu"]
     common += ["--data-files", f"test={bench}", "--limit", "4"]
-    refused = run_script("evaluate.py", *common, "--output", str(tmp_path / "no.json"))
+    refused = run_script("evaluate", *common, "--output", str(tmp_path / "no.json"))
     assert refused.returncode == 2
     error = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "allow_pickle_weights" in error[0], refused.stderr[-2000:]
     assert not (tmp_path / "no.json").exists()
     allowed = run_script(
-        "evaluate.py", *common, "--allow-pickle-weights", "--output", str(tmp_path / "yes.json")
+        "evaluate", *common, "--allow-pickle-weights", "--output", str(tmp_path / "yes.json")
     )
     assert allowed.returncode == 0, allowed.stderr[-3000:]
     written = (tmp_path / "yes.json").read_text()
@@ -92,7 +92,7 @@ def test_evaluation_refuses_pickled_weights_unless_allowed(pickled_backbone, tmp
 
 
 def test_no_secret_in_training_outputs(tiny_backbone, tiny_corpus, tmp_path):
-    proc = run_script("train.py", *train_args(tiny_backbone, tiny_corpus, tmp_path / "run"))
+    proc = run_script("train", *train_args(tiny_backbone, tiny_corpus, tmp_path / "run"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert SECRET not in proc.stdout + proc.stderr
     for path in (tmp_path / "run").rglob("*"):

@@ -13,10 +13,11 @@ import shlex
 
 import pytest
 import yaml
+from snakemake_run import REPO, copy_repo, output_of, snakemake
+
 from sbt.common import InputError
 from sbt.scale import decoder_layer_classes, fsdp_config_for
 from sbt.training import checkpoints_dir, gradient_accumulation, parse_hparams, train
-from snakemake_run import REPO, copy_repo, output_of, snakemake
 
 DEEPSPEED_DIR = REPO / "config" / "deepspeed"
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
@@ -152,7 +153,7 @@ def test_paper_config_launches_sharded_runs_on_four_gpus(tmp_path):
     for (backbone, method), job in jobs.items():
         assert job["resources"]["gpu"] == "4", (backbone, method)
         argv = shlex.split(job["command"].split(" 2> ", 1)[0])
-        assert argv[:4] == ["torchrun", "--standalone", "--nproc_per_node=4", "scripts/train.py"]
+        assert argv[:5] == ["torchrun", "--standalone", "--nproc_per_node=4", "-m", "sbt.train"]
         assert argv[argv.index("--method") + 1] == method
         given = json.loads(argv[argv.index("--hparams") + 1])
         hparams = parse_hparams(json.dumps(given))  # what train.py will run with

@@ -38,8 +38,9 @@ from slurm_cluster import (  # noqa: F401
     slurm_cluster_fixture,
     start_or_skip,
 )
-from slurm_demo import LOCAL_CLUSTER_OPTIONS, run_demo
 from snakemake_run import REPO, copy_repo, output_of, snakemake, start_snakemake
+
+from sbt.slurm_demo import LOCAL_CLUSTER_OPTIONS, run_demo
 
 pytestmark = pytest.mark.slurm
 
@@ -307,7 +308,7 @@ def paper_cluster() -> Iterator[SlurmCluster]:
 def write_paper_placeholders(workdir: Path) -> None:
     """Stand-ins for what the network-bound local rules (prefetch_data, convert_text_only
     of the 80k file, prefetch_benchmarks) would write, so that only train and evaluate run."""
-    from prefetch_benchmarks import ETHICS_SPLITS, ETHICS_SUBSETS, ethics_file_name
+    from sbt.prefetch_benchmarks import ETHICS_SPLITS, ETHICS_SUBSETS, ethics_file_name
 
     config = yaml.safe_load((workdir / "config" / "paper.yaml").read_text())
     sources = [s for variant in config["data"].values() for s in variant["sources"]]

@@ -4,7 +4,7 @@ executor and profiles/slurm.
 
 - `training.<method>.nodes > 1` becomes scheduler resources (sbt.launch.slurm_resources)
   that the executor turns into `--nodes=N --ntasks=N --gres=gpu:G`, and a launch line
-  `srun ... bash scripts/torchrun_slurm.sh N G scripts/train.py ...` (one torchrun per node,
+  `srun ... bash scripts/torchrun_slurm.sh N G -m sbt.train ...` (one torchrun per node,
   c10d rendezvous on the first host of $SLURM_JOB_NODELIST). A one-node cluster cannot give
   two nodes, so the same line runs with two tasks on the one node: two torchrun agents, one
   gloo process each, must give the weights of one process with the same global batch.
@@ -27,11 +27,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 from safetensors.torch import load_file
-from sbt.launch import slurm_resources, srun_torchrun_launcher, train_launcher
-from sbt.training import train
 from slurm_cluster import SlurmCluster, slurm_cluster_fixture  # noqa: F401
-from slurm_demo import LOCAL_CLUSTER_OPTIONS
 from snakemake_run import REPO, output_of, snakemake, start_snakemake
+
+from sbt.launch import slurm_resources, srun_torchrun_launcher, train_launcher
+from sbt.slurm_demo import LOCAL_CLUSTER_OPTIONS
+from sbt.training import train
 
 SCRIPTS = REPO / "scripts"
 PROFILE = REPO / "profiles" / "slurm"
@@ -89,7 +90,7 @@ def resources_text(resources: dict, **extra: object) -> str:
 
 
 def train_snakefile(launcher: str, resources: dict, model: Path, data: Path, hparams: dict):
-    """One rule running scripts/train.py as the workflow's train rule does."""
+    """One rule running sbt.train as the workflow's train rule does."""
     return f"""\
 rule all:
     input:
@@ -105,12 +106,11 @@ rule train:
     resources:
 {resources_text(resources, mem_mb=3000, runtime=20)}    params:
         launcher={launcher!r},
-        script={str(SCRIPTS / "train.py")!r},
         model={str(model)!r},
         data={str(data)!r},
         hparams={json.dumps(hparams)!r},
     shell:
-        "{{params.launcher}} {{params.script}} --model {{params.model:q}} --template v1"
+        "{{params.launcher}} -m sbt.train --model {{params.model:q}} --template v1"
         " --method full --data {{params.data:q}} --output {{output:q}}"
         " --hparams {{params.hparams:q}} 2> {{log:q}}"
 """
@@ -152,7 +152,9 @@ def test_nodes_become_sbatch_options_and_a_launch_line():
     options = sbatch_options(one_node, threads=32).split()
     assert "--gpus=4" in options and not [o for o in options if o.startswith("--nodes")]
 
-    line = train_launcher(2, 4, sharded=True, cpus_per_task=32, scripts_dir="/repo/scripts")
+    line = train_launcher(
+        2, 4, sharded=True, cpus_per_task=32, node_script="/repo/scripts/torchrun_slurm.sh"
+    )
     assert line == (
         "srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=32 --mem=0"
         " --gres=gpu:4 --kill-on-bad-exit=1 bash /repo/scripts/torchrun_slurm.sh 2 4"
@@ -202,7 +204,7 @@ def test_two_tasks_train_like_one_process_through_the_launch_line(
     (work / "empty.yaml").write_text("{}\n")
     # The multi-node resources and launch line, with two tasks on the one node.
     resources = slurm_resources(nodes=1, gpus_per_node=0, tasks_per_node=2)
-    launcher = srun_torchrun_launcher(1, 0, 1, SCRIPTS, tasks_per_node=2)
+    launcher = srun_torchrun_launcher(1, 0, 1, str(SCRIPTS / "torchrun_slurm.sh"), tasks_per_node=2)
     (work / "Snakefile").write_text(
         train_snakefile(launcher, resources, tiny_backbone, data, DISTRIBUTED_HPARAMS)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from sbt import templates
 from sbt.templates import ConversationError, EmptyMessageError, render
 

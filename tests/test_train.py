@@ -9,10 +9,11 @@ import re
 
 import pytest
 import torch
-import train as train_cli
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+import sbt.train as train_cli
 from sbt.common import InputError
 from sbt.training import NonFiniteLossError, checkpoints_dir, parse_hparams, train
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Build tests/golden/eval_model/: the tiny model the evaluation golden data is made with.
 
-A tiny LLaMA (scripts/build_tiny_backbone.py: SentencePiece tokenizer trained on the
+A tiny LLaMA (sbt.demo.backbone: SentencePiece tokenizer trained on the
 golden benchmark files, LLaMA-2's tokenizer layout, seeded random weights), then a few
 hundred steps of plain causal-LM training on prompts in the benchmarks' formats with their
 answers: every train record and every other evaluation record. A purely random model
@@ -21,15 +21,13 @@ import argparse
 import json
 import random
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
+from sbt.common import atomic_path
+from sbt.demo.backbone import build_tiny_backbone
 
-from build_tiny_backbone import build_tiny_backbone  # noqa: E402
-from sbt.common import atomic_path  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 BENCHMARKS = ROOT / "tests" / "golden" / "benchmarks"
 # TruthfulQA's fixed six-shot "QA" preset that its prompts start with

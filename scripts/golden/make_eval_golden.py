@@ -6,7 +6,7 @@ Runs that harness's evaluator (`lm_eval.evaluator.simple_evaluate`, model
 tests/golden/eval_model/ and the small benchmark files tests/golden/benchmarks/ (each in
 its dataset's own schema), and writes tests/golden/eval_v03.json: the numbers, package
 versions, and the sha256 of the model and benchmark files. tests/test_golden_eval.py then
-checks that scripts/evaluate.py (lm-eval 0.4 in the study mode) gives the same numbers.
+checks that src/sbt/evaluate.py (lm-eval 0.4 in the study mode) gives the same numbers.
 
 Run it in the side environment with the study's stack (scripts/golden/side_env.sh), with
 an export of the harness at b011af9 (nothing of it is copied into this project):

@@ -3,7 +3,7 @@
 
 A random tiny LLaMA never answers an MMLU prompt with a letter, so comparing the study's
 scoring with ours on it would compare zeros. This builds the tiny backbone
-(scripts/build_tiny_backbone.py: SentencePiece tokenizer trained on the demo LLaVA file,
+(sbt.demo.backbone: SentencePiece tokenizer trained on the demo LLaVA file,
 hidden 64, 2 layers) and trains it for a few steps to answer " A".." D" after "Answer:"
 on the demo MMLU questions, with seeded *random* letters: it then answers with letters,
 different ones for different prompts, about as often right as chance. Run with the
@@ -19,12 +19,11 @@ import random
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
+from sbt.common import atomic_path, cli
+from sbt.demo.backbone import build_tiny_backbone
+from sbt.mmlu_study import format_example, load_mmlu
 
-from build_tiny_backbone import build_tiny_backbone  # noqa: E402
-from sbt.common import atomic_path, cli  # noqa: E402
-from sbt.mmlu_study import format_example, load_mmlu  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 CORPUS = ROOT / "resources" / "demo" / "llava_instruct_demo.json"
 DATA_DIR = ROOT / "resources" / "demo" / "benchmarks" / "mmlu"

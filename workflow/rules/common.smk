@@ -4,7 +4,6 @@ import difflib
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -12,18 +11,17 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-SCRIPTS = Path(workflow.basedir).parent / "scripts"
-# The stage scripts' shared package, imported here so the config is checked against the
-# very template names training will accept.
-sys.path.insert(0, str(SCRIPTS))
-from sbt.templates import TEMPLATES  # noqa: E402
-from sbt.training import HPARAM_DEFAULTS, LORA_DEFAULTS  # noqa: E402
-from sbt.launch import slurm_resources, train_launcher as launch_command  # noqa: E402
-from prefetch_benchmarks import (
-    ETHICS_SPLITS,
-    ETHICS_SUBSETS,
-    ethics_file_name,
-)  # noqa: E402
+# The workflow's package (`make setup` installs it), imported here so the config is checked
+# against the very template names and defaults training will use.
+from sbt.templates import TEMPLATES
+from sbt.training import HPARAM_DEFAULTS, LORA_DEFAULTS
+from sbt.launch import slurm_resources, train_launcher as launch_command
+from sbt.prefetch_benchmarks import ETHICS_SPLITS, ETHICS_SUBSETS, ethics_file_name
+
+# The multi-node launch script, relative to the working directory (a recorded param).
+NODE_SCRIPT = os.path.relpath(
+    Path(workflow.basedir).parent / "scripts" / "torchrun_slurm.sh"
+)
 
 
 def schema_error_line(error):
@@ -78,15 +76,9 @@ PREFETCHED_ETHICS = [
     for split in ETHICS_SPLITS
 ]
 PREFETCHED_MMLU = f"{PREFETCH_DIR}/mmlu"  # data.tar's dev/ and test/ CSVs (mmlu_study)
-# The study's own MMLU script, as a task (scripts/sbt/mmlu_study.py).
+# The study's own MMLU script, as a task (sbt.mmlu_study).
 MMLU_STUDY = "mmlu_study"
 EXTERNAL = "external"  # path part of released checkpoints' results
-
-
-def script(name):
-    """A stage script's path as a param (so the shell names no globals). Relative to the
-    working directory, so moving a clone does not change the params and rerun jobs."""
-    return os.path.relpath(SCRIPTS / name)
 
 
 def config_error(key, message):
@@ -398,7 +390,7 @@ def train_launcher(wildcards):
         settings["num_gpus"],
         sharded=bool(settings["fsdp"] or settings["deepspeed"]),
         cpus_per_task=train_threads(wildcards),
-        scripts_dir=SCRIPTS,
+        node_script=NODE_SCRIPT,
     )
 
 

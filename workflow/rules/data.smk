@@ -14,10 +14,9 @@ rule convert_text_only:
     conda:
         "../../envs/workflow.yaml"
     params:
-        script=script("convert_text_only.py"),
         flags=conversion_flags,
     shell:
-        "python {params.script} --input {input:q} --output {output.data:q}"
+        "python -m sbt.convert --input {input:q} --output {output.data:q}"
         " --stats {output.stats:q} {params.flags} 2> {log:q}"
 
 
@@ -35,10 +34,9 @@ rule prefetch_data:
     conda:
         "../../envs/workflow.yaml"
     params:
-        script=script("prefetch.py"),
         url=lambda wildcards: SOURCE_URLS[wildcards.source],
     shell:
-        "python {params.script} --url {params.url:q} --output {output:q} 2> {log:q}"
+        "python -m sbt.prefetch --url {params.url:q} --output {output:q} 2> {log:q}"
 
 
 rule prefetch:

@@ -17,10 +17,9 @@ rule evaluate_base:
         mem_mb=eval_mem_mb,
         runtime=eval_runtime,
     params:
-        script=script("evaluate.py"),
         args=eval_args,
     shell:
-        "python {params.script} {params.args:q} --output {output:q} 2> {log:q}"
+        "python -m sbt.evaluate {params.args:q} --output {output:q} 2> {log:q}"
 
 
 use rule evaluate_base as evaluate_run with:
@@ -56,11 +55,10 @@ rule prefetch_benchmarks:
     conda:
         "../../envs/workflow.yaml"
     params:
-        script=script("prefetch_benchmarks.py"),
         ethics_dir=lambda wildcards, output: os.path.dirname(output.ethics[0]),
         hub_tasks=hub_benchmark_tasks(),
     shell:
-        "HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 python {params.script}"
+        "HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 python -m sbt.prefetch_benchmarks"
         " --ethics-dir {params.ethics_dir:q} --mmlu-dir {output.mmlu:q}"
         " --hub-tasks {params.hub_tasks}"
         " --manifest {output.manifest:q} 2> {log:q}"

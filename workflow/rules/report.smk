@@ -27,8 +27,7 @@ rule aggregate:
     conda:
         "../../envs/workflow.yaml"
     params:
-        script=script("aggregate.py"),
         tables_dir=lambda wildcards, output: os.path.dirname(output.csv),
     shell:
-        "python {params.script} --results {input:q}"
+        "python -m sbt.aggregate --results {input:q}"
         " --tables-dir {params.tables_dir:q} --plots-dir {output.plots:q} 2> {log:q}"

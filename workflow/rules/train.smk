@@ -16,7 +16,6 @@ rule build_tiny_backbone:
     conda:
         "../../envs/workflow.yaml"
     params:
-        script=script("build_tiny_backbone.py"),
         shape=lambda wildcards: " ".join(
             f"--{key.replace('_', '-')} {value}"
             for key, value in sorted(
@@ -24,7 +23,7 @@ rule build_tiny_backbone:
             )
         ),
     shell:
-        "python {params.script} --corpus {input:q} --output {output:q}"
+        "python -m sbt.demo.backbone --corpus {input:q} --output {output:q}"
         " {params.shape} 2> {log:q}"
 
 
@@ -55,13 +54,12 @@ rule train:
         mem_mb=train_mem_mb,
         runtime=train_runtime,
     params:
-        script=script("train.py"),
         model=lambda wildcards: backbone_model(wildcards.backbone),
         template=lambda wildcards: config["backbones"][wildcards.backbone]["template"],
         hparams=train_hparams_json,
         launcher=train_launcher,
     shell:
-        "{params.launcher} {params.script} --model {params.model:q}"
+        "{params.launcher} -m sbt.train --model {params.model:q}"
         " --template {params.template} --method {wildcards.method}"
         " --data {input.data:q} --output {output:q} --hparams {params.hparams:q} 2> {log:q}"
 
@@ -82,9 +80,8 @@ rule merge_lora:
     resources:
         mem_mb=train_mem_mb,
     params:
-        script=script("merge_lora.py"),
         model=lambda wildcards: backbone_model(wildcards.backbone),
         dtype=lambda wildcards: config["backbones"][wildcards.backbone]["dtype"],
     shell:
-        "python {params.script} --model {params.model:q} --adapter {input.adapter:q}"
+        "python -m sbt.merge_lora --model {params.model:q} --adapter {input.adapter:q}"
         " --dtype {params.dtype} --output {output:q} 2> {log:q}"

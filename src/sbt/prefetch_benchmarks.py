@@ -34,7 +34,6 @@ from sbt.common import (
     cli,
     input_error,
     provenance,
-    unshadow_scripts_dir,
     write_json,
 )
 
@@ -218,5 +217,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    unshadow_scripts_dir(__file__)  # so `import evaluate` finds Hugging Face's package
     sys.exit(main())

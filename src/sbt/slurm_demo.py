@@ -29,7 +29,7 @@ from sbt.local_slurm import (
     running_cluster,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # the checkout (an editable install)
 # What this cluster needs on top of the profile: it has no job accounting (sacct cannot
 # answer, squeue can), and short jobs are polled after 1 s instead of 40 s.
 LOCAL_CLUSTER_OPTIONS = (

@@ -8,7 +8,7 @@ defaults are listed at the end of --help (and documented in config/README.md).
 The output directory appears only when training succeeded; checkpoints live beside it in
 `OUTPUT.checkpoints/` so that the same command, run again after a crash, resumes
 (hparam `resume`: "auto"; another run's checkpoints are moved aside, "never" starts afresh).
-For several GPUs launch it with `torchrun --nproc_per_node N scripts/train.py ...`.
+For several GPUs launch it with `torchrun --nproc_per_node N -m sbt.train ...`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ simulated with GRES backed by links to /dev/null, so `--gpus=1` is scheduled and
 sees CUDA_VISIBLE_DEVICES=0 on a machine without GPUs.
 
 Used by the tests (the `slurm_cluster` fixture in tests/slurm_cluster.py), by
-`make slurm-demo` (scripts/slurm_demo.py), and as a context manager:
+`make slurm-demo` (src/sbt/slurm_demo.py), and as a context manager:
 
     with running_cluster() as cluster:
         subprocess.run(["sbatch", "--wrap", "true"], env=cluster.env)

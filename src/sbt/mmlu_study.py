@@ -44,7 +44,7 @@ from sbt.common import input_error
 TASK_NAME = "mmlu_study"
 TASK_DIR = Path(__file__).resolve().parent / "lmeval_tasks_study"
 TASK_YAML = TASK_DIR / f"{TASK_NAME}.yaml"
-TASK_SOURCE = "scripts/sbt/lmeval_tasks_study/mmlu_study.yaml"  # provenance: no machine path
+TASK_SOURCE = "src/sbt/lmeval_tasks_study/mmlu_study.yaml"  # provenance: no machine path
 TASK_VERSION = 1
 MAX_INPUT_TOKENS = 2048  # evaluate_mmlu.py: select_model(max_input_length=2048, ...)
 MAX_NEW_TOKENS = 2  # ... max_output_length=2

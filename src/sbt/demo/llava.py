@@ -22,12 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sbt.common import atomic_path, cli
+from sbt.demo import DEMO_DIR
 
 DEFAULT_SEED = 2309
 DEFAULT_RECORDS = 300
-DEFAULT_OUTPUT = (
-    Path(__file__).resolve().parents[1] / "resources" / "demo" / "llava_instruct_demo.json"
-)
+DEFAULT_OUTPUT = DEMO_DIR / "llava_instruct_demo.json"
 
 SHARE_TEXT_ONLY = 0.10
 SHARE_GPT_FIRST = 0.025

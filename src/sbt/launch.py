@@ -11,7 +11,7 @@ run the rule's shell command as it is, without the `srun -n1` it otherwise puts 
 The command then is
 
     srun --nodes=N --ntasks=N --ntasks-per-node=1 --cpus-per-task=T --mem=0 [--gres=gpu:G]
-         --kill-on-bad-exit=1 bash scripts/torchrun_slurm.sh N G scripts/train.py ...
+         --kill-on-bad-exit=1 bash scripts/torchrun_slurm.sh N G -m sbt.train ...
 
 that is one `torchrun` per node, which meet in a c10d rendezvous on the first host of
 $SLURM_JOB_NODELIST (scripts/torchrun_slurm.sh). Every option is written out because the
@@ -25,9 +25,6 @@ trying the launch line on a one-node cluster (tests/test_slurm_training.py).
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
-
-NODE_SCRIPT = "torchrun_slurm.sh"
 
 
 def single_node_launcher(gpus: int, sharded: bool) -> str:
@@ -41,7 +38,7 @@ def srun_torchrun_launcher(
     nodes: int,
     gpus_per_node: int,
     cpus_per_task: int,
-    scripts_dir: str | Path,
+    node_script: str,
     tasks_per_node: int = 1,
 ) -> str:
     """srun starting one torchrun per task (per node), joined by a c10d rendezvous."""
@@ -56,17 +53,18 @@ def srun_torchrun_launcher(
     if gpus_per_node:
         options.append(f"--gres=gpu:{gpus_per_node}")
     options.append("--kill-on-bad-exit=1")  # one failed node ends the others
-    node_script = shlex.quote(str(Path(scripts_dir) / NODE_SCRIPT))
-    return f"srun {' '.join(options)} bash {node_script} {tasks} {max(1, gpus_per_node)}"
+    script = shlex.quote(node_script)
+    return f"srun {' '.join(options)} bash {script} {tasks} {max(1, gpus_per_node)}"
 
 
 def train_launcher(
-    nodes: int, gpus_per_node: int, sharded: bool, cpus_per_task: int, scripts_dir: str | Path
+    nodes: int, gpus_per_node: int, sharded: bool, cpus_per_task: int, node_script: str
 ) -> str:
-    """The command a train job puts before `scripts/train.py`."""
+    """The command a train job puts before `-m sbt.train`; `node_script` is the path of
+    scripts/torchrun_slurm.sh (used with several nodes)."""
     if nodes == 1:
         return single_node_launcher(gpus_per_node, sharded)
-    return srun_torchrun_launcher(nodes, gpus_per_node, cpus_per_task, scripts_dir)
+    return srun_torchrun_launcher(nodes, gpus_per_node, cpus_per_task, node_script)
 
 
 def slurm_resources(nodes: int, gpus_per_node: int, tasks_per_node: int = 1) -> dict:

@@ -33,7 +33,6 @@ from sbt.common import (
     int_at_least,
     provenance,
     quiet_progress_bars,
-    unshadow_scripts_dir,
     write_json,
 )
 from sbt.lmeval_study import (
@@ -69,9 +68,6 @@ from sbt.mmlu_study import study_model_args as mmlu_study_model_args
 # "checkpoint": the dtype in the model's config.json (float32 when it names none), what the
 # study's harness loaded; "auto" is transformers' own choice.
 DTYPES = ("checkpoint", "auto", "float32", "bfloat16", "float16")
-
-if __name__ == "__main__":
-    unshadow_scripts_dir(__file__)
 
 
 def log(message: str) -> None:

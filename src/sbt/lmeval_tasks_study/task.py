@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import datasets
 from lm_eval.api.task import ConfigurableTask
+
 from sbt.mmlu_study import (
     MAX_NEW_TOKENS,
     NTRAIN,

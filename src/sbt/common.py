@@ -208,13 +208,3 @@ def provenance(**extra: object) -> dict[str, object]:
         **git_state(),
         **extra,
     }
-
-
-def unshadow_scripts_dir(script: str | os.PathLike) -> None:
-    """Drop a stage script's own folder from sys.path once `sbt` is imported.
-
-    `scripts/evaluate.py` shares its name with Hugging Face's `evaluate` package, which
-    some lm-eval tasks import (squadv2); run as a script, its folder would shadow it.
-    """
-    here = Path(script).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]

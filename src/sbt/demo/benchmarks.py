@@ -42,8 +42,9 @@ import random
 from pathlib import Path
 
 from sbt.common import atomic_path, cli
+from sbt.demo import DEMO_DIR
 
-DEFAULT_OUTPUT_DIR = Path(__file__).resolve().parent.parent / "resources" / "demo" / "benchmarks"
+DEFAULT_OUTPUT_DIR = DEMO_DIR / "benchmarks"
 
 # --------------------------------------------------------------------------- TruthfulQA
 # (category, question, correct answers (best first), incorrect answers)
