@@ -19,11 +19,9 @@ from sbt.local_slurm import (  # noqa: F401  (re-exported for the tests)
     ClusterUnavailable,
     NodeSpec,
     SlurmCluster,
-    format_job_table,
-    job_table,
-    rule_of,
     running_cluster,
 )
+from sbt.slurm_demo import format_job_table, job_table, rule_of  # noqa: F401
 
 
 def start_or_skip(stack: contextlib.ExitStack, node: NodeSpec | None = None) -> SlurmCluster:

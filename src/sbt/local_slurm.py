@@ -36,19 +36,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SLURM_PACKAGES = ("slurm-wlm", "munge")
-REQUIRED_PROGRAMS = (
-    "slurmctld",
-    "slurmd",
-    "munged",
-    "sbatch",
-    "srun",
-    "squeue",
-    "scancel",
-    "sinfo",
-    "scontrol",
+from sbt.slurm_install import (
+    SEARCH_PATH,
+    ClusterUnavailable,
+    ensure_slurm_installed,
+    which,
 )
-SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+
 NODE_NAME = "localhost"
 PARTITION = "debug"
 NODE_CPUS = 2
@@ -59,115 +53,6 @@ STOP_TIMEOUT_S = 10.0
 PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 # Set to 1 (CI) to turn "SLURM cannot be set up here" from a skip into a test error.
 REQUIRE_ENV_VAR = "SBT_REQUIRE_SLURM"
-
-
-class ClusterUnavailable(RuntimeError):
-    """SLURM cannot be installed or started here; tests that need it are skipped."""
-
-
-def _which(program: str) -> str | None:
-    return shutil.which(program, path=SEARCH_PATH)
-
-
-def _missing_programs() -> list[str]:
-    return [program for program in REQUIRED_PROGRAMS if _which(program) is None]
-
-
-def _pids_of(names: tuple[str, ...]) -> set[int]:
-    """Process ids whose command name is one of `names` (read from /proc, no ps needed)."""
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if (entry / "comm").read_text().strip() in names:
-                pids.add(int(entry.name))
-    return pids
-
-
-def _run_apt(args: list[str], timeout: float) -> None:
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    try:
-        result = subprocess.run(
-            ["apt-get", "-o", "DPkg::Lock::Timeout=120", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise ClusterUnavailable(f"apt-get {args[0]} took over {timeout:.0f} s") from exc
-    if result.returncode != 0:
-        tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
-        raise ClusterUnavailable(f"apt-get {args[0]} failed: " + " | ".join(tail))
-
-
-@contextlib.contextmanager
-def _services_kept_stopped() -> Iterator[None]:
-    """Deny service starts from package scripts (policy-rc.d), as in container images.
-
-    Without this, installing the packages on a host with an init system starts the stock
-    munged/slurmctld/slurmd on /etc config, which then answer every SLURM command instead
-    of the test cluster.
-    """
-    policy = Path("/usr/sbin/policy-rc.d")
-    created = False
-    if not policy.exists():
-        policy.write_text("#!/bin/sh\n# temporary: keep package daemons stopped\nexit 101\n")
-        policy.chmod(0o755)
-        created = True
-    try:
-        yield
-    finally:
-        if created:
-            policy.unlink(missing_ok=True)
-
-
-def ensure_slurm_installed() -> None:
-    """Install slurm-wlm and munge with apt-get when the daemons are missing.
-
-    Daemons that the package scripts start anyway (a host whose policy allows it) are
-    stopped again by pid, and a slurm.conf that the install created is removed, so that no
-    SLURM command on this machine waits for a controller that does not run.
-    """
-    if not _missing_programs():
-        return
-    if os.geteuid() != 0:
-        raise ClusterUnavailable(
-            f"SLURM is not installed ({', '.join(_missing_programs())} missing) and "
-            "installing it needs root: apt-get install slurm-wlm munge"
-        )
-    if _which("apt-get") is None:
-        raise ClusterUnavailable("SLURM is not installed and there is no apt-get to install it")
-    system_conf = Path("/etc/slurm/slurm.conf")
-    conf_existed = system_conf.exists()
-    daemons = ("munged", "slurmctld", "slurmd", "slurmdbd")
-    running_before = _pids_of(daemons)
-    with _services_kept_stopped():
-        _run_apt(["update"], timeout=300)
-        _run_apt(
-            [
-                "install",
-                "-y",
-                "--no-install-recommends",
-                "-o",
-                "Dpkg::Options::=--force-confold",
-                "-o",
-                "Dpkg::Options::=--force-confdef",
-                *SLURM_PACKAGES,
-            ],
-            timeout=900,
-        )
-    for pid in _pids_of(daemons) - running_before:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    if system_conf.exists() and not conf_existed:
-        system_conf.unlink()
-    if _missing_programs():
-        raise ClusterUnavailable(
-            f"apt-get installed {' '.join(SLURM_PACKAGES)} but "
-            f"{', '.join(_missing_programs())} is still missing"
-        )
 
 
 def _free_ports(count: int) -> list[int]:
@@ -436,7 +321,7 @@ def _write_srun_wrapper(root: Path, conf: Path) -> Path:
         "#!/bin/sh\n"
         f'SLURM_CONF="${{SLURM_CONF:-{conf}}}"\n'
         "export SLURM_CONF\n"
-        f'exec {_which("srun")} "$@"\n'
+        f'exec {which("srun")} "$@"\n'
     )
     wrapper.chmod(0o755)
     return bin_dir
@@ -472,7 +357,7 @@ def _start_daemons(cluster: SlurmCluster) -> None:
     cluster.processes["munged"] = _start(
         "munged",
         [
-            _which("munged"),
+            which("munged"),
             "--foreground",
             "--force",
             f"--socket={socket_path}",
@@ -486,10 +371,10 @@ def _start_daemons(cluster: SlurmCluster) -> None:
     )
     _wait_until(socket_path.exists, STARTUP_TIMEOUT_S, "the munge socket", cluster)
     cluster.processes["slurmctld"] = _start(
-        "slurmctld", [_which("slurmctld"), "-D", "-i", "-f", str(cluster.conf)], root, env
+        "slurmctld", [which("slurmctld"), "-D", "-i", "-f", str(cluster.conf)], root, env
     )
     cluster.processes["slurmd"] = _start(
-        "slurmd", [_which("slurmd"), "-D", "-N", NODE_NAME, "-f", str(cluster.conf)], root, env
+        "slurmd", [which("slurmd"), "-D", "-N", NODE_NAME, "-f", str(cluster.conf)], root, env
     )
     _wait_until(
         lambda: _node_state(cluster) == "idle", STARTUP_TIMEOUT_S, "the node to be idle", cluster
@@ -550,33 +435,3 @@ def running_cluster(node: NodeSpec | None = None) -> Iterator[SlurmCluster]:
             if name in cluster.processes:
                 _stop(cluster.processes[name])
         shutil.rmtree(root, ignore_errors=True)
-
-
-# ------------------------------------------------------------ what ran
-def rule_of(comment: str) -> str:
-    """The rule name in the executor's job comment `rule_<rule>[_wildcards_<values>]`."""
-    return comment.removeprefix("rule_").split("_wildcards_", 1)[0]
-
-
-def job_table(cluster: SlurmCluster, run_name: str) -> list[dict[str, str]]:
-    """One row per SLURM job of a Snakemake run: job id, rule, state, elapsed, exit code."""
-    rows = [
-        {
-            "job_id": job["JobId"],
-            "rule": rule_of(job.get("Comment", "")),
-            "state": job["JobState"],
-            "elapsed": job.get("RunTime", ""),
-            "exit": job.get("ExitCode", ""),
-            "comment": job.get("Comment", ""),
-        }
-        for job in cluster.show_jobs(name=run_name)
-    ]
-    return sorted(rows, key=lambda row: int(row["job_id"]))
-
-
-def format_job_table(rows: list[dict[str, str]]) -> str:
-    columns = ("job_id", "rule", "state", "elapsed", "exit", "comment")
-    widths = {col: max([len(col)] + [len(row[col]) for row in rows]) for col in columns}
-    lines = ["  ".join(col.ljust(widths[col]) for col in columns)]
-    lines += ["  ".join(row[col].ljust(widths[col]) for col in columns) for row in rows]
-    return "\n".join(lines)

@@ -21,13 +21,7 @@ import sys
 from pathlib import Path
 
 from sbt.common import cli
-from sbt.local_slurm import (
-    ClusterUnavailable,
-    SlurmCluster,
-    format_job_table,
-    job_table,
-    running_cluster,
-)
+from sbt.local_slurm import ClusterUnavailable, SlurmCluster, running_cluster
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout (an editable install)
 # What this cluster needs on top of the profile: it has no job accounting (sacct cannot
@@ -41,6 +35,35 @@ LOCAL_CLUSTER_OPTIONS = (
     "5",
 )
 RUN_ID = re.compile(r"SLURM run ID: (\S+)")
+
+
+def rule_of(comment: str) -> str:
+    """The rule name in the executor's job comment `rule_<rule>[_wildcards_<values>]`."""
+    return comment.removeprefix("rule_").split("_wildcards_", 1)[0]
+
+
+def job_table(cluster: SlurmCluster, run_name: str) -> list[dict[str, str]]:
+    """One row per SLURM job of a Snakemake run: job id, rule, state, elapsed, exit code."""
+    rows = [
+        {
+            "job_id": job["JobId"],
+            "rule": rule_of(job.get("Comment", "")),
+            "state": job["JobState"],
+            "elapsed": job.get("RunTime", ""),
+            "exit": job.get("ExitCode", ""),
+            "comment": job.get("Comment", ""),
+        }
+        for job in cluster.show_jobs(name=run_name)
+    ]
+    return sorted(rows, key=lambda row: int(row["job_id"]))
+
+
+def format_job_table(rows: list[dict[str, str]]) -> str:
+    columns = ("job_id", "rule", "state", "elapsed", "exit", "comment")
+    widths = {col: max([len(col)] + [len(row[col]) for row in rows]) for col in columns}
+    lines = ["  ".join(col.ljust(widths[col]) for col in columns)]
+    lines += ["  ".join(row[col].ljust(widths[col]) for col in columns) for row in rows]
+    return "\n".join(lines)
 
 
 def snakemake_env(cluster: SlurmCluster) -> dict[str, str]:
