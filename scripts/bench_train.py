@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sbt.common import cli, input_error
+from sbt.common import OFFLINE_ENV, cli, input_error, use_offline_hub
 from sbt.perf import SHAPES, flops_per_token, peak_bf16_tflops
 from sbt.perf import mfu as mfu_of
 
@@ -346,7 +346,7 @@ def child_command(args: argparse.Namespace, workdir: Path, variant: str) -> list
 def bench(args: argparse.Namespace, workdir: Path) -> float:
     setup = prepare(args, workdir)
     (workdir / "setup.json").write_text(json.dumps(setup), encoding="utf-8")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env = dict(os.environ, **OFFLINE_ENV)
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     best: dict[str, dict] = {}
@@ -375,8 +375,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> float:
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    use_offline_hub()
     if args.variant:  # child: one measured run
         workdir = Path(args.workdir)
         setup = json.loads((workdir / "setup.json").read_text(encoding="utf-8"))

@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sbt.common import cli, input_error, package_versions, write_json
+from sbt.common import cli, input_error, package_versions, use_offline_hub, write_json
 from sbt.perf import (
     SHAPES,
     flops_per_token,
@@ -588,8 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.summarize:
         return summarize(Path(args.summarize))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    use_offline_hub()
     import torch
 
     if not torch.cuda.is_available() and not args.allow_cpu:

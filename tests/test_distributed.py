@@ -21,6 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sbt.common import OFFLINE_ENV
 from sbt.training import train
 
 pytestmark = [
@@ -58,7 +59,7 @@ def torchrun_command() -> list[str]:
 
 def run_torchrun(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env.update(OFFLINE_ENV)
     command = [*torchrun_command(), "--standalone", f"--nproc_per_node={WORLD_SIZE}"]
     start = time.monotonic()
     proc = subprocess.run(

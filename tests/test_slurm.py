@@ -40,6 +40,7 @@ from slurm_cluster import (  # noqa: F401
 )
 from snakemake_run import REPO, copy_repo, output_of, snakemake, start_snakemake
 
+from sbt.common import OFFLINE_ENV
 from sbt.slurm_demo import LOCAL_CLUSTER_OPTIONS, run_demo
 
 pytestmark = pytest.mark.slurm
@@ -402,7 +403,7 @@ def test_paper_gpu_jobs_sbatch_options(paper_cluster, tmp_path):
     workdir = copy_repo(tmp_path / "repo")
     write_paper_placeholders(workdir)
     env = slurm_env(paper_cluster)
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    env.update(OFFLINE_ENV, HF_HOME=str(tmp_path / "hf"))
     log = tmp_path / "snakemake.log"
     started = time.monotonic()
     with open(log, "wb") as out:

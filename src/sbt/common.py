@@ -29,6 +29,21 @@ TRACKED_PACKAGES = (
 )
 
 
+# The Hugging Face libraries' offline switches: stages read local files and the local HF
+# cache only, unless the environment says otherwise (the prefetch rules set them to 0).
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def use_offline_hub() -> None:
+    """No model or dataset hub: only local files and the local HF cache.
+
+    Set before `datasets`/`transformers` are imported; an explicit value in the environment
+    (e.g. HF_HUB_OFFLINE=0 on a machine that may download) is respected.
+    """
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 class InputError(Exception):
     """Bad input. The message is one line naming the file, the record and the field."""
 

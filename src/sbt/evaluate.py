@@ -33,6 +33,7 @@ from sbt.common import (
     int_at_least,
     provenance,
     quiet_progress_bars,
+    use_offline_hub,
     write_json,
 )
 from sbt.lmeval_study import (
@@ -58,7 +59,6 @@ from sbt.lmeval_tasks import (
     run_lm_eval,
     samples_per_task,
     select_metrics,
-    use_offline_hub,
 )
 from sbt.mmlu_study import TASK_NAME as MMLU_STUDY
 from sbt.mmlu_study import TASK_SOURCE as MMLU_STUDY_SOURCE

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,23 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sbt.common import InputError, input_error
+from sbt.common import InputError, input_error, use_offline_hub
 
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
 # lm-eval's own default (100000) is slow for corpus-level metrics (e.g. SQuAD2); the study
 # reports no standard errors, so a smaller number only affects the stderr entries.
 DEFAULT_BOOTSTRAP_ITERS = 1000
-
-
-def use_offline_hub() -> None:
-    """No model or dataset hub: only local files and the local HF cache.
-
-    Set before `datasets`/`transformers` are imported; an explicit value in the environment
-    (e.g. HF_HUB_OFFLINE=0 on a machine that may download) is respected.
-    """
-    for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
 
 
 def stock_tasks_dir() -> Path:

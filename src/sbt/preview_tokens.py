@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from sbt.common import atomic_path, cli
+from sbt.common import atomic_path, cli, use_offline_hub
 from sbt.templates import TEMPLATE_NAMES
 from sbt.tokenize_chat import (
     IGNORE_INDEX,
@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    use_offline_hub()
     tokenizer, _ = load_tokenizer(
         args.tokenizer,
         args.template,

@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-from sbt.common import cli
+from sbt.common import cli, use_offline_hub
 from sbt.templates import TEMPLATE_NAMES
 from sbt.training import (
     HPARAM_DEFAULTS,
@@ -50,8 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    use_offline_hub()
     hparams = parse_hparams(args.hparams)
     try:
         info = train(
