@@ -47,7 +47,12 @@ BOOL_OR_AUTO = ("auto",)  # with a bool annotation: true, false or "auto"
 
 
 class SettingError(ValueError):
-    """A setting that is unknown, of the wrong type or out of range (one line)."""
+    """A setting that is unknown, of the wrong type or out of range (one line); `key` is
+    the setting's dotted name where one is to blame."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 def setting(default, help: str, **rules) -> dataclasses.Field:
@@ -122,7 +127,7 @@ class TrainConfig:
         "GPUs per training job, per node when `nodes` > 1 (requested from the scheduler; more"
         " than one launches `torchrun` with one process per GPU inside the job; `0` trains on"
         " the CPU). The study used every GPU of its node; 4 (LLaVA's global 32 = 4 x 2 x 4) is"
-        " an assumption. A launch setting, recorded with the run: editing it reruns training.",
+        " an assumption.",
         minimum=0,
         rule="0 (CPU) or more",
         launch=True,
@@ -133,8 +138,7 @@ class TrainConfig:
         " with `num_gpus` GPUs each and starts one `torchrun` per node through `srun`, joined"
         " by a c10d rendezvous on the first node; `global_batch_size` stays the global batch"
         " (accumulation derived from nodes x GPUs). SLURM executor only; see `docs/slurm.md`,"
-        ' "Training on several nodes". A launch setting, recorded with the run: editing it'
-        " reruns training.",
+        ' "Training on several nodes".',
         minimum=1,
         launch=True,
     )
@@ -389,12 +393,16 @@ def _check_types(cls, values: Mapping, where: str) -> None:
     known = [f.name for f in dataclasses.fields(cls)]
     for key, value in values.items():
         if key not in known:
-            raise SettingError(f"unknown key {where}{key!r}; valid keys: {', '.join(known)}")
+            raise SettingError(
+                f"unknown key {where}{key!r}; valid keys: {', '.join(known)}", f"{where}{key}"
+            )
         types = accepted_types(cls, key)
         wrong_bool = isinstance(value, bool) and bool not in types
         if wrong_bool or not isinstance(value, types):
             names = "/".join(t.__name__ for t in types)
-            raise SettingError(f"{where}{key!r} must be {names}, got {json.dumps(value)}")
+            raise SettingError(
+                f"{where}{key!r} must be {names}, got {json.dumps(value)}", f"{where}{key}"
+            )
 
 
 def _check_values(config, where: str) -> None:
@@ -405,7 +413,8 @@ def _check_values(config, where: str) -> None:
             _check_values(value, f"{where}{f.name}.")
             continue
         if _breaks(value, rules):
-            raise SettingError(f"'{where}{f.name}' must be {rule_text(rules)}")
+            key = f"{where}{f.name}"
+            raise SettingError(f"'{key}' must be {rule_text(rules)}", key)
 
 
 def _breaks(value, rules: Mapping) -> bool:

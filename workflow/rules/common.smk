@@ -17,7 +17,6 @@ SCRIPTS = Path(workflow.basedir).parent / "scripts"
 # The stage scripts' shared package, imported here so the training settings are checked
 # and merged by the very declarations (sbt.train_config) that train.py reads them with.
 sys.path.insert(0, str(SCRIPTS))
-from sbt.templates import TEMPLATES  # noqa: E402
 from sbt.train_config import SettingError, TrainConfig, settings_of  # noqa: E402
 from sbt.launch import slurm_resources, train_launcher as launch_command  # noqa: E402
 from prefetch_benchmarks import (
@@ -45,6 +44,13 @@ def schema_error_line(error):
             )
         return key, f"unknown key {', '.join(hints)}; valid keys: {', '.join(known)}"
     message = error.message
+    path = list(error.absolute_path)
+    if error.validator == "enum" and path and isinstance(path[-1], str):
+        # a named key (template, dtype, ...) whose value is not in its list
+        valid = ", ".join(
+            "null" if v is None else str(v) for v in error.validator_value
+        )
+        message = f"unknown {path[-1]} {error.instance!r}; valid: {valid}"
     if len(message) > 300:
         message = message[:300] + " ..."
     if error.validator == "type" and isinstance(error.instance, str):
@@ -142,7 +148,8 @@ def check_mmlu_study(name, bench):
 
 
 def check_config():
-    """Checks JSON Schema cannot express: names that refer to each other, files that must exist."""
+    """Checks JSON Schema cannot express: names that refer to each other, files that must exist.
+    (Template names are the schema's enum, written from sbt.templates' registry.)"""
     for name, variant in config["data"].items():
         if variant["url"] and len(variant["sources"]) != 1:
             config_error(f"data.{name}.url", "a url needs exactly one file in sources")
@@ -155,11 +162,6 @@ def check_config():
                 )
     for name, backbone in config["backbones"].items():
         check_path(f"backbones.{name}.model", backbone["model"])
-        if backbone["template"] not in TEMPLATES:
-            config_error(
-                f"backbones.{name}.template",
-                f"unknown template {backbone['template']!r}; valid: {', '.join(sorted(TEMPLATES))}",
-            )
         for variant in backbone.get("data", []):
             if variant not in config["data"]:
                 config_error(
@@ -336,8 +338,9 @@ def hparams(backbone, method):
     )
     try:
         return TrainConfig.from_layers(*layers)
-    except SettingError as exc:
-        config_error(f"training.{method}", f"{exc} (backbone {backbone})")
+    except SettingError as exc:  # what the schema cannot say, e.g. max_steps 0
+        key = f"training.{method}" + (f".{exc.key}" if exc.key else "")
+        config_error(key, f"{exc} (backbone {backbone})")
 
 
 def train_hparams_json(wildcards):
