@@ -1,7 +1,7 @@
 """Write the parts of the config schema and config/README.md that the code declares.
 
 Nothing is stated twice: the training settings (`sbt.train_config.TrainConfig` and its
-`LoraSettings`) become the schema's `$defs/lora` and `$defs/hparams` and the hyperparameter
+`LoraSettings`, with the rules `sbt.settings` reads from their field metadata) become the schema's `$defs/lora` and `$defs/hparams` and the hyperparameter
 table of config/README.md; the per-backbone settings (trust_remote_code, tokenizer_legacy,
 allow_pickle_weights) their entries under `backbones`; the template registry
 (`sbt.templates.TEMPLATES`) the `template` enum. Each part sits between `BEGIN GENERATED`
@@ -26,14 +26,9 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sbt.settings import BOOL_OR_AUTO, accepted_types, settings_of  # noqa: E402
 from sbt.templates import TEMPLATE_NAMES  # noqa: E402
-from sbt.train_config import (  # noqa: E402
-    BOOL_OR_AUTO,
-    LoraSettings,
-    TrainConfig,
-    accepted_types,
-    settings_of,
-)
+from sbt.train_config import LoraSettings, TrainConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"

@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 
 import gen_config_docs
+from sbt.settings import settings_of
 from sbt.templates import TEMPLATE_NAMES
-from sbt.train_config import TrainConfig, settings_of
+from sbt.train_config import TrainConfig
 
 
 def test_generated_parts_are_up_to_date():

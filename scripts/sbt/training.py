@@ -51,6 +51,7 @@ from sbt.packing import (
     prepare_packing,
 )
 from sbt.scale import fsdp_config_for
+from sbt.settings import SettingError
 from sbt.templates import Template, as_template
 from sbt.tokenize_chat import (
     count_trained_tokens,
@@ -59,7 +60,7 @@ from sbt.tokenize_chat import (
     skip_summary,
     tokenize_records,
 )
-from sbt.train_config import SettingError, TrainConfig
+from sbt.train_config import TrainConfig
 
 METHODS = ("full", "lora")
 

@@ -17,7 +17,8 @@ SCRIPTS = Path(workflow.basedir).parent / "scripts"
 # The stage scripts' shared package, imported here so the training settings are checked
 # and merged by the very declarations (sbt.train_config) that train.py reads them with.
 sys.path.insert(0, str(SCRIPTS))
-from sbt.train_config import SettingError, TrainConfig, settings_of  # noqa: E402
+from sbt.settings import SettingError, settings_of  # noqa: E402
+from sbt.train_config import TrainConfig  # noqa: E402
 from sbt.launch import slurm_resources, train_launcher as launch_command  # noqa: E402
 from prefetch_benchmarks import (
     ETHICS_SPLITS,
