@@ -61,6 +61,15 @@ def dry_run(workdir, overrides):
             "config error: training.full.learning_rate: '2e-5' is not of type 'number' (YAML"
             " reads 2e-5 as text; write it with a dot, e.g. 2.0e-5)",
         ),
+        (
+            {"backbones": {"tiny-vicuna": {"training": {"lora": {"max_steps": 0}}}}},
+            "config error: training.lora.max_steps: 'max_steps' must be -1 (use epochs) or"
+            " positive (backbone tiny-vicuna)",
+        ),
+        (
+            {"training": {"full": {"dtype": "int8"}}},
+            "config error: training.full.dtype: unknown dtype 'int8'; valid: float32,",
+        ),
     ],
     ids=[
         "unknown-template",
@@ -76,6 +85,8 @@ def dry_run(workdir, overrides):
         "indivisible-global-batch",
         "misspelt-top-level-key",
         "number-read-as-text",
+        "zero-steps",
+        "unknown-dtype",
     ],
 )
 def test_bad_config_stops_before_any_job(workdir, overrides, expected):

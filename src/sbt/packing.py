@@ -31,7 +31,6 @@ from itertools import pairwise
 
 from sbt.tokenize_chat import IGNORE_INDEX
 
-ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 # Name under which the per-sample sdpa attention is registered with transformers.
 PER_SAMPLE_SDPA = "sbt_sdpa_per_sample"
 

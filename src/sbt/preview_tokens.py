@@ -15,7 +15,7 @@ import os
 import sys
 
 from sbt.common import atomic_path, cli, use_offline_hub
-from sbt.templates import TEMPLATE_NAMES
+from sbt.templates import TEMPLATE_NAMES, get_template
 from sbt.tokenize_chat import (
     IGNORE_INDEX,
     count_trained_tokens,
@@ -92,16 +92,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     use_offline_hub()
+    template = get_template(args.template)  # looked up once, the object passed down
     tokenizer, _ = load_tokenizer(
         args.tokenizer,
-        args.template,
+        template,
         args.max_length,
         trust_remote_code=args.trust_remote_code,
         legacy={"true": True, "false": False}.get(args.tokenizer_legacy, "auto"),
     )
     records = load_records(args.input)
     examples, skips = tokenize_records(
-        records, tokenizer, args.template, args.max_length, source=args.input
+        records, tokenizer, template, args.max_length, source=args.input
     )
     with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for example in examples:

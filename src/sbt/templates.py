@@ -4,8 +4,8 @@ A conversation is LLaVA's list of turns `[{"from": "human"|"gpt", "value": str},
 If its first turn is from `gpt`, that turn is dropped (as the study's preprocessing did);
 the remaining turns must alternate human, gpt, human, ...
 
-`render(name, conversation)` returns the prompt text and the spans `[start, end)` of the
-characters that carry loss. The rule for the spans: **each assistant turn from just after
+`render(template, conversation)` (or `Template.render`) returns the prompt text and the
+spans `[start, end)` of the characters that carry loss. The rule for the spans: **each assistant turn from just after
 its role tag (so the single space that opens the answer is in) through the separator that
 closes it**, and nothing else (no system text, no user text, no role tags). Per template:
 
@@ -143,6 +143,9 @@ def _plain(messages: list[str]) -> Segments:
     return [(message + "\n", i % 2 == 1) for i, message in enumerate(messages)]
 
 
+PAD_TOKEN_V0 = "[PAD]"
+
+
 @dataclass(frozen=True)
 class Template:
     """How to render one template, and what its text needs from the tokenizer."""
@@ -154,6 +157,25 @@ class Template:
     special_literals: tuple[str, ...] = ()
     # Whether the tokenizer adds its BOS in front; chat templates write their own.
     add_special_tokens: bool = True
+    # The study's pad-token rule: None pads with the unk token (a tokenizer without one
+    # keeps its pad token, or pads with EOS); a token here is added as the pad token
+    # instead when the tokenizer has none (v0's "[PAD]", then the embeddings are resized).
+    pad_token: str | None = None
+
+    def render(self, conversation: object, tokenizer: object = None) -> Rendered:
+        """Render a LLaVA conversation; `tokenizer` only for `chat_template`."""
+        messages = messages_of(conversation)
+        if self.segments is None:
+            return _render_chat_template(messages, tokenizer)
+        text_parts: list[str] = []
+        spans: list[tuple[int, int]] = []
+        position = 0
+        for piece, trained in self.segments(messages):
+            if trained:
+                spans.append((position, position + len(piece)))
+            text_parts.append(piece)
+            position += len(piece)
+        return Rendered("".join(text_parts), tuple(spans))
 
 
 TEMPLATES: dict[str, Template] = {
@@ -162,7 +184,7 @@ TEMPLATES: dict[str, Template] = {
     "llava_v1": Template("llava_v1", _two_separator(SYS_V0), ("</s>",)),
     "llama_2": Template("llama_2", _llama_2(SYS_LLAMA_2), ("</s>", "<s>")),
     "llava_llama_2": Template("llava_llama_2", _llama_2(SYS_LLAVA_LLAMA_2), ("</s>", "<s>")),
-    "v0": Template("v0", _v0),
+    "v0": Template("v0", _v0, pad_token=PAD_TOKEN_V0),
     "plain": Template("plain", _plain),
     "chat_template": Template("chat_template", None, add_special_tokens=False),
 }
@@ -170,12 +192,22 @@ TEMPLATE_NAMES = tuple(TEMPLATES)
 
 
 def get_template(name: str) -> Template:
+    """The registered template of this name (ValueError listing the valid names)."""
     try:
         return TEMPLATES[name]
     except KeyError:
         raise ValueError(
             f"unknown template {name!r}; valid names: {', '.join(TEMPLATE_NAMES)}"
         ) from None
+
+
+def as_template(template: Template | str) -> Template:
+    """A Template as it is; a name looked up (for callers that only hold the name).
+
+    Training resolves its template once and passes the object down, so the hot path never
+    looks a name up again.
+    """
+    return template if isinstance(template, Template) else get_template(template)
 
 
 def messages_of(conversation: object) -> list[str]:
@@ -212,21 +244,9 @@ def messages_of(conversation: object) -> list[str]:
     return messages
 
 
-def render(name: str, conversation: object, tokenizer: object = None) -> Rendered:
-    """Render a LLaVA conversation with template `name`; `tokenizer` only for `chat_template`."""
-    template = get_template(name)
-    messages = messages_of(conversation)
-    if template.segments is None:
-        return _render_chat_template(messages, tokenizer)
-    text_parts: list[str] = []
-    spans: list[tuple[int, int]] = []
-    position = 0
-    for piece, trained in template.segments(messages):
-        if trained:
-            spans.append((position, position + len(piece)))
-        text_parts.append(piece)
-        position += len(piece)
-    return Rendered("".join(text_parts), tuple(spans))
+def render(template: Template | str, conversation: object, tokenizer: object = None) -> Rendered:
+    """Render a LLaVA conversation with `template` (or the template of that name)."""
+    return as_template(template).render(conversation, tokenizer)
 
 
 def _render_chat_template(messages: Sequence[str], tokenizer: object) -> Rendered:

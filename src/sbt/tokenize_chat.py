@@ -1,7 +1,7 @@
 """Turn LLaVA conversations into training examples with loss on assistant tokens only.
 
-Rule for labels: the prompt is rendered with `sbt.templates.render`, which also returns the
-trained character spans (each assistant turn from just after its role tag, the opening
+Rule for labels: the prompt is rendered by its `sbt.templates.Template`, which also returns
+the trained character spans (each assistant turn from just after its role tag, the opening
 space included, through the separator that closes it). The text is tokenized by a fast
 tokenizer with character offsets. A token is trained iff its offsets are non-empty and its
 LAST character lies inside a trained span; its label is then its id, otherwise -100. Tokens
@@ -19,6 +19,9 @@ under its reason in the `skip_counts` that `tokenize_records` returns.
 
 Literal `"</s>"` and `"<s>"` in the rendered text become the EOS / BOS special tokens, as
 with LLaMA's tokenizer; `setup_tokenizer` checks this for the templates that use them.
+
+The functions take a `sbt.templates.Template` (training resolves it once and passes it
+down); a template name is looked up at the call instead, for callers that hold only a name.
 """
 
 from __future__ import annotations
@@ -30,10 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from sbt.common import input_error, read_json_file
-from sbt.templates import ConversationError, EmptyMessageError, get_template, render
+from sbt.templates import ConversationError, EmptyMessageError, Template, as_template
 
 IGNORE_INDEX = -100
-PAD_TOKEN_V0 = "[PAD]"
 
 SKIP_EMPTY_MESSAGE = "empty_message"
 SKIP_NO_ASSISTANT_MESSAGE = "no_assistant_message"
@@ -68,23 +70,24 @@ def load_records(path: str | Path) -> list[dict]:
     return records
 
 
-def setup_tokenizer(tokenizer, template: str, max_length: int) -> bool:
+def setup_tokenizer(tokenizer, template: Template | str, max_length: int) -> bool:
     """Configure a tokenizer as the study did; return True if a token was added (resize!).
 
-    Padding on the right, `model_max_length` = `max_length`, pad token = unk token (`v0`
-    adds a `[PAD]` token instead). Backbones without an unk token keep their pad token or
-    fall back to EOS. Raises ValueError if the tokenizer cannot give offsets or does not map
-    the template's literal `</s>` / `<s>` to its special tokens.
+    Padding on the right, `model_max_length` = `max_length`, pad token = unk token (a
+    template with its own `pad_token`, `v0`, adds that `[PAD]` token instead). Backbones
+    without an unk token keep their pad token or fall back to EOS. Raises ValueError if the
+    tokenizer cannot give offsets or does not map the template's literal `</s>` / `<s>` to
+    its special tokens.
     """
-    spec = get_template(template)
+    template = as_template(template)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("a fast tokenizer (tokenizer.json) is needed for character offsets")
     tokenizer.padding_side = "right"
     tokenizer.model_max_length = max_length
     added = False
-    if template == "v0":
+    if template.pad_token is not None:
         if tokenizer.pad_token is None:
-            added = tokenizer.add_special_tokens({"pad_token": PAD_TOKEN_V0}) > 0
+            added = tokenizer.add_special_tokens({"pad_token": template.pad_token}) > 0
     elif tokenizer.unk_token is not None:
         tokenizer.pad_token = tokenizer.unk_token
     elif tokenizer.pad_token is None:
@@ -92,11 +95,11 @@ def setup_tokenizer(tokenizer, template: str, max_length: int) -> bool:
     if tokenizer.pad_token is None:
         raise ValueError("the tokenizer has no unk, pad or eos token to pad with")
     expected = {"</s>": tokenizer.eos_token_id, "<s>": tokenizer.bos_token_id}
-    for literal in spec.special_literals:
+    for literal in template.special_literals:
         ids = tokenizer(literal, add_special_tokens=False)["input_ids"]
         if ids != [expected[literal]]:
             raise ValueError(
-                f"template {template!r} writes {literal!r}, but this tokenizer does not map it "
+                f"template {template.name!r} writes {literal!r}, but this tokenizer does not map it "
                 f"to its {'EOS' if literal == '</s>' else 'BOS'} token; use a LLaMA-family "
                 "tokenizer or the 'chat_template' template"
             )
@@ -170,7 +173,7 @@ def resolve_legacy(legacy: bool | str, path: str | Path) -> bool:
 
 def load_tokenizer(
     path: str,
-    template: str,
+    template: Template | str,
     max_length: int,
     *,
     trust_remote_code: bool = False,
@@ -187,6 +190,10 @@ def load_tokenizer(
     """
     from transformers import AutoTokenizer
 
+    try:
+        template = as_template(template)
+    except ValueError as exc:
+        raise input_error(path, str(exc)) from None
     legacy = resolve_legacy(legacy, path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
@@ -223,7 +230,7 @@ def assistant_labels(
 def tokenize_records(
     records: list[dict],
     tokenizer,
-    template: str,
+    template: Template | str,
     max_length: int,
     *,
     source: str | Path = "<records>",
@@ -234,12 +241,12 @@ def tokenize_records(
     "truncated"}` in record order; skip_counts maps each reason in SKIP_REASONS to a count.
     A malformed conversation raises InputError naming `source`, the record and the field.
     """
-    spec = get_template(template)
+    template = as_template(template)
     skips: Counter[str] = Counter({reason: 0 for reason in SKIP_REASONS})
     rendered = []
     for index, record in enumerate(records):
         try:
-            prompt = render(template, record.get("conversations"), tokenizer)
+            prompt = template.render(record.get("conversations"), tokenizer)
         except EmptyMessageError:
             skips[SKIP_EMPTY_MESSAGE] += 1
             continue
@@ -257,7 +264,7 @@ def tokenize_records(
         batch = rendered[batch_start : batch_start + _BATCH]
         encoded = tokenizer(
             [prompt.text for _, prompt in batch],
-            add_special_tokens=spec.add_special_tokens,
+            add_special_tokens=template.add_special_tokens,
             return_offsets_mapping=True,
             return_attention_mask=False,
             verbose=False,  # long texts are expected here; truncation follows below

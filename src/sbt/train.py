@@ -3,7 +3,8 @@
 Loss is on assistant tokens only. Hyperparameters default to the study's text-only
 settings; `--hparams` overrides any of them with a JSON object, for example
 `'{"max_steps": 20, "bf16": false, "lora": {"r": 8}}'`. The known keys and their
-defaults are listed at the end of --help (and documented in config/README.md).
+defaults are listed at the end of --help (declared in sbt/train_config.py, documented in
+config/README.md).
 
 The output directory appears only when training succeeded; checkpoints live beside it in
 `OUTPUT.checkpoints/` so that the same command, run again after a crash, resumes
@@ -19,17 +20,12 @@ import sys
 
 from sbt.common import cli, use_offline_hub
 from sbt.templates import TEMPLATE_NAMES
-from sbt.training import (
-    HPARAM_DEFAULTS,
-    METHODS,
-    NonFiniteLossError,
-    parse_hparams,
-    train,
-)
+from sbt.train_config import TrainConfig
+from sbt.training import METHODS, NonFiniteLossError, config_from_json, train
 
 
 def _defaults() -> str:
-    return "\n".join(f"  {key} = {value!r}" for key, value in HPARAM_DEFAULTS.items())
+    return "\n".join(f"  {key} = {value!r}" for key, value in TrainConfig().to_dict().items())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     use_offline_hub()
-    hparams = parse_hparams(args.hparams)
+    hparams = config_from_json(args.hparams)
     try:
         info = train(
             args.model,

@@ -1,7 +1,8 @@
 """The study's fine-tuning recipe (full or LoRA) as one function, `train`.
 
-What it does, in order: resolve the hyperparameters (study defaults, see HPARAM_DEFAULTS);
-set up the tokenizer as the study did; tokenize the data with assistant-only labels
+What it does, in order: resolve the template (once; the `Template` object goes down to the
+labels) and the hyperparameters (`sbt.train_config.TrainConfig`, the study's defaults); set
+up the tokenizer as the study did; tokenize the data with assistant-only labels
 (`sbt.tokenize_chat`, or the tokenized cache), refusing to go on if more than
 `max_skipped_fraction` of the records had to be skipped; load the backbone (safetensors
 where possible); decide how batches are built (`sbt.packing`: each batch's samples packed
@@ -25,7 +26,6 @@ off (said on stderr and recorded under `effective` in training_info.json).
 
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import importlib.util
@@ -36,14 +36,13 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from sbt.common import atomic_path, input_error, provenance, write_json
 from sbt.packing import (
-    ATTN_IMPLEMENTATIONS,
     PackCollator,
     PackingError,
     PadCollator,
@@ -52,6 +51,8 @@ from sbt.packing import (
     prepare_packing,
 )
 from sbt.scale import fsdp_config_for
+from sbt.settings import SettingError
+from sbt.templates import Template, as_template
 from sbt.tokenize_chat import (
     count_trained_tokens,
     load_records,
@@ -59,140 +60,9 @@ from sbt.tokenize_chat import (
     skip_summary,
     tokenize_records,
 )
+from sbt.train_config import TrainConfig
 
 METHODS = ("full", "lora")
-RESUME_MODES = ("auto", "never")
-DTYPES = ("float32", "bfloat16", "float16", "auto")
-LOSS_AVERAGING = ("micro_batch", "token")
-
-# The study's text-only training settings (per device; the study used 4 GPUs).
-LORA_DEFAULTS = {
-    "r": 64,
-    "alpha": 16,
-    "dropout": 0.05,
-    "bias": "none",
-    "target_modules": "all-linear",  # every linear layer except lm_head
-}
-HPARAM_DEFAULTS = {
-    "learning_rate": 2e-5,
-    "num_train_epochs": 1,
-    "max_steps": -1,  # -1: train for num_train_epochs
-    "per_device_train_batch_size": 4,
-    "gradient_accumulation_steps": 2,
-    # Samples per optimiser step over all processes; when set, gradient_accumulation_steps
-    # is derived from it and the world size (so the science does not follow the hardware).
-    "global_batch_size": None,
-    # GPUs a workflow train job asks for (a launch setting: the study used every GPU of a
-    # 4-GPU node, 4 x 4 x 2 = LLaVA's 32). Recorded with the run; 0 means CPU.
-    "num_gpus": 4,
-    # Nodes a workflow train job spans (a launch setting): num_gpus GPUs on each, one
-    # torchrun per node started by srun (docs/slurm.md, "Training on several nodes").
-    "nodes": 1,
-    "warmup_ratio": 0.03,
-    "lr_scheduler_type": "cosine",
-    "weight_decay": 0.0,
-    "max_grad_norm": 0.0,  # 0: no clipping (the study's zero2.json sets none; DeepSpeed's default)
-    # micro_batch: each micro-batch's mean over its trained tokens, averaged over accumulation
-    # steps and processes (transformers 4.31, the study); token: one mean over every trained
-    # token of the optimiser step (transformers 5's default).
-    "loss_averaging": "micro_batch",
-    "model_max_length": 2048,
-    "bf16": True,
-    "tf32": True,
-    "gradient_checkpointing": True,
-    "seed": 42,
-    "dtype": "float32",  # weights stay float32; bf16 is mixed precision on top
-    "logging_steps": 1,
-    "save_steps": 500,
-    "save_total_limit": 1,
-    # auto: continue from <output>.checkpoints/ when it holds this run's checkpoints, and
-    # move another run's aside; never: always start afresh.
-    "resume": "auto",
-    "max_skipped_fraction": 0.01,
-    "trust_remote_code": False,
-    # LLaMA tokenizers: legacy SentencePiece behaviour (text after a special token gets the
-    # "▁" word-start prefix) or not; "auto": as transformers 4.31 chose for the checkout
-    # (legacy unless its tokenizer_config.json says "legacy": false), i.e. the study's.
-    "tokenizer_legacy": "auto",
-    "allow_pickle_weights": False,  # only safetensors unless a backbone's config allows .bin
-    "lora": LORA_DEFAULTS,
-    "deepspeed": None,  # path of a DeepSpeed JSON config
-    "fsdp": None,  # e.g. "full_shard auto_wrap"
-    # Throughput only (docs/training.md, "Throughput"): the same samples per optimiser step.
-    "packing": "auto",  # one padding-free row per batch where the model keeps samples apart
-    # Sample order: false keeps the study's seeded shuffle; "auto" groups by length when
-    # packing=auto had to fall back to padding (faster, but another order).
-    "group_by_length": False,
-    "attn_implementation": "auto",  # flash_attention_2 on CUDA when installed, else sdpa
-    "use_liger_kernel": False,
-    "torch_compile": False,
-    "tokenized_cache_dir": None,  # None: inside the checkpoint directory (kept for reruns)
-    "save_dtype": "auto",  # dtype of a full run's saved weights; auto: as trained
-}
-# Keys that do not change the trained weights; a resumed run may differ in them.
-_RESUME_INSENSITIVE = (
-    "logging_steps",
-    "save_steps",
-    "save_total_limit",
-    "max_skipped_fraction",
-    "tokenized_cache_dir",
-    "resume",
-)
-
-_NUMBER = (int, float)
-_HPARAM_TYPES = {
-    "learning_rate": _NUMBER,
-    "num_train_epochs": _NUMBER,
-    "max_steps": int,
-    "per_device_train_batch_size": int,
-    "gradient_accumulation_steps": int,
-    "global_batch_size": (int, type(None)),
-    "num_gpus": int,
-    "nodes": int,
-    "warmup_ratio": _NUMBER,
-    "lr_scheduler_type": str,
-    "weight_decay": _NUMBER,
-    "max_grad_norm": _NUMBER,
-    "loss_averaging": str,
-    "model_max_length": int,
-    "bf16": bool,
-    "tf32": bool,
-    "gradient_checkpointing": bool,
-    "seed": int,
-    "dtype": str,
-    "logging_steps": int,
-    "save_steps": int,
-    "save_total_limit": (int, type(None)),
-    "resume": str,
-    "max_skipped_fraction": _NUMBER,
-    "trust_remote_code": bool,
-    "tokenizer_legacy": (bool, str),
-    "allow_pickle_weights": bool,
-    "lora": dict,
-    "deepspeed": (str, type(None)),
-    "fsdp": (str, type(None)),
-    "packing": (bool, str),
-    "group_by_length": (bool, str),
-    "attn_implementation": str,
-    "use_liger_kernel": bool,
-    "torch_compile": bool,
-    "tokenized_cache_dir": (str, type(None)),
-    "save_dtype": str,
-}
-_LORA_TYPES = {
-    "r": int,
-    "alpha": _NUMBER,
-    "dropout": _NUMBER,
-    "bias": str,
-    "target_modules": (str, list),
-}
-_POSITIVE = (
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "model_max_length",
-    "logging_steps",
-    "save_steps",
-)
 
 CHECKPOINTS_SUFFIX = ".checkpoints"
 RUN_SIGNATURE = "run.json"
@@ -204,103 +74,38 @@ class NonFiniteLossError(RuntimeError):
     """Training diverged: the logged loss is NaN or infinite."""
 
 
-def _check_types(values: dict, types: dict, where: str) -> None:
-    for key, value in values.items():
-        if key not in types:
-            raise input_error(
-                "--hparams", f"unknown key {where}{key!r}; valid keys: {', '.join(types)}"
-            )
-        expected = types[key]
-        wrong_bool = isinstance(value, bool) and expected in (int, _NUMBER)
-        if wrong_bool or not isinstance(value, expected):
-            names = (
-                expected.__name__
-                if isinstance(expected, type)
-                else "/".join(t.__name__ for t in expected)
-            )
-            raise input_error(
-                "--hparams", f"{where}{key!r} must be {names}, got {json.dumps(value)}"
-            )
+def as_config(hparams: TrainConfig | Mapping | None) -> TrainConfig:
+    """A TrainConfig as it is; overrides of the defaults (a dict) checked and resolved.
+
+    Unknown keys, wrong types and values out of range are InputErrors naming `--hparams`.
+    """
+    if isinstance(hparams, TrainConfig):
+        return hparams
+    try:
+        return TrainConfig.from_dict(hparams)
+    except SettingError as exc:
+        raise input_error("--hparams", str(exc)) from None
 
 
-def resolve_hparams(given: dict | None) -> dict:
-    """Study defaults overridden by `given`; unknown keys and wrong types are InputErrors."""
-    given = dict(given or {})
-    _check_types(given, _HPARAM_TYPES, "")
-    lora = given.pop("lora", {})
-    _check_types(lora, _LORA_TYPES, "lora.")
-    hparams = copy.deepcopy(HPARAM_DEFAULTS)
-    hparams.update(given)
-    hparams["lora"].update(lora)
-
-    def bad(message: str) -> Exception:
-        return input_error("--hparams", message)
-
-    for key in _POSITIVE:
-        if hparams[key] < 1:
-            raise bad(f"{key!r} must be at least 1")
-    if hparams["max_steps"] == 0 or hparams["max_steps"] < -1:
-        raise bad("'max_steps' must be -1 (use epochs) or positive")
-    if hparams["num_gpus"] < 0:
-        raise bad("'num_gpus' must be 0 (CPU) or more")
-    if hparams["nodes"] < 1:
-        raise bad("'nodes' must be at least 1")
-    if hparams["global_batch_size"] is not None and hparams["global_batch_size"] < 1:
-        raise bad("'global_batch_size' must be at least 1 (or null)")
-    if hparams["max_grad_norm"] < 0:
-        raise bad("'max_grad_norm' must be 0 (no clipping) or positive")
-    if hparams["loss_averaging"] not in LOSS_AVERAGING:
-        raise bad(f"'loss_averaging' must be one of {', '.join(LOSS_AVERAGING)}")
-    if not 0 <= hparams["warmup_ratio"] < 1:
-        raise bad("'warmup_ratio' must be in [0, 1)")
-    if not 0 <= hparams["max_skipped_fraction"] <= 1:
-        raise bad("'max_skipped_fraction' must be in [0, 1]")
-    if hparams["dtype"] not in DTYPES:
-        raise bad(f"'dtype' must be one of {', '.join(DTYPES)}")
-    if hparams["save_dtype"] not in DTYPES:
-        raise bad(f"'save_dtype' must be one of {', '.join(DTYPES)}")
-    if isinstance(hparams["tokenizer_legacy"], str) and hparams["tokenizer_legacy"] != "auto":
-        raise bad("'tokenizer_legacy' must be true, false or \"auto\"")
-    if hparams["resume"] not in RESUME_MODES:
-        raise bad(f"'resume' must be one of {', '.join(RESUME_MODES)}")
-    if hparams["lora"]["bias"] not in ("none", "all", "lora_only"):
-        raise bad("'lora.bias' must be none, all or lora_only")
-    for key in ("packing", "group_by_length"):
-        if isinstance(hparams[key], str) and hparams[key] != "auto":
-            raise bad(f'{key!r} must be true, false or "auto"')
-    if hparams["attn_implementation"] not in ATTN_IMPLEMENTATIONS:
-        raise bad(f"'attn_implementation' must be one of {', '.join(ATTN_IMPLEMENTATIONS)}")
-    target = hparams["lora"]["target_modules"]
-    if isinstance(target, list) and not all(isinstance(name, str) for name in target):
-        raise bad("'lora.target_modules' must be 'all-linear' or a list of module names")
-    return hparams
-
-
-def gradient_accumulation(hp: dict, world_size: int) -> int:
-    """Accumulation steps: given, or derived from `global_batch_size` and the world size."""
-    if hp["global_batch_size"] is None:
-        return hp["gradient_accumulation_steps"]
-    per_step = hp["per_device_train_batch_size"] * world_size
-    if hp["global_batch_size"] % per_step:
-        raise input_error(
-            "--hparams",
-            f"global_batch_size {hp['global_batch_size']} is not a multiple of "
-            f"per_device_train_batch_size x processes = {hp['per_device_train_batch_size']} x "
-            f"{world_size}",
-            field="global_batch_size",
-        )
-    return hp["global_batch_size"] // per_step
+def config_from_json(text: str) -> TrainConfig:
+    """`--hparams` JSON text (overrides of the defaults) -> TrainConfig; InputError if bad."""
+    try:
+        return TrainConfig.from_json(text)
+    except SettingError as exc:
+        raise input_error("--hparams", str(exc)) from None
 
 
 def parse_hparams(text: str) -> dict:
-    """`--hparams` JSON text -> resolved hparams."""
+    """`--hparams` JSON text -> every setting resolved, as a dict (`lora` included)."""
+    return config_from_json(text).to_dict()
+
+
+def gradient_accumulation(hp: TrainConfig | Mapping, world_size: int) -> int:
+    """Accumulation steps: given, or derived from `global_batch_size` and the world size."""
     try:
-        given = json.loads(text) if text.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise input_error("--hparams", f"invalid JSON: {exc}") from None
-    if not isinstance(given, dict):
-        raise input_error("--hparams", "must be a JSON object")
-    return resolve_hparams(given)
+        return as_config(hp).accumulation_steps(world_size)
+    except SettingError as exc:
+        raise input_error("--hparams", str(exc), field="global_batch_size") from None
 
 
 def checkpoints_dir(output: str | Path) -> Path:
@@ -320,11 +125,13 @@ TOKENIZED_CACHE_VERSION = 1
 _LABELLING_CODE = ("tokenize_chat.py", "templates.py")  # a change here invalidates caches
 
 
-def tokenized_cache_key(data_sha256: str, tokenizer, template: str, max_length: int) -> str:
+def tokenized_cache_key(
+    data_sha256: str, tokenizer, template: Template | str, max_length: int
+) -> str:
     """sha256 of everything the tokenized examples depend on.
 
     The data file, the tokenizer as set up (its full JSON, special tokens, chat template),
-    the template, the truncation length, and the source of the labelling code.
+    the template (by name), the truncation length, and the source of the labelling code.
     """
     code = Path(__file__).parent
     parts = {
@@ -333,7 +140,7 @@ def tokenized_cache_key(data_sha256: str, tokenizer, template: str, max_length: 
         "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
         "special": [str(t) for t in tokenizer.all_special_tokens] + [str(tokenizer.pad_token)],
         "chat_template": getattr(tokenizer, "chat_template", None),
-        "template": template,
+        "template": as_template(template).name,
         "max_length": max_length,
         "code": [file_sha256(code / name) for name in _LABELLING_CODE],
     }
@@ -583,18 +390,19 @@ def _loss_rows(log_history: list[dict]) -> list[dict]:
 
 def train(
     model: str,
-    template: str,
+    template: Template | str,
     method: str,
     data: str | Path,
     output: str | Path,
-    hparams: dict | None = None,
+    hparams: TrainConfig | Mapping | None = None,
     *,
     extra_callbacks: Sequence = (),
 ) -> dict:
     """Fine-tune `model` on `data` and write the result to `output`; return training_info.
 
-    `hparams` are overrides of HPARAM_DEFAULTS. `extra_callbacks` are added to the Trainer's.
-    Raises InputError for bad input and NonFiniteLossError when the loss diverges.
+    `template` is a Template or its name; `hparams` a TrainConfig or overrides of its defaults.
+    `extra_callbacks` are added to the Trainer's. Raises InputError for bad input and
+    NonFiniteLossError when the loss diverges.
     """
     import torch
     import transformers
@@ -604,8 +412,12 @@ def train(
 
     if method not in METHODS:
         raise input_error("--method", f"must be one of {', '.join(METHODS)}")
-    hp = resolve_hparams(hparams)
-    resume = hp["resume"]
+    try:  # the one lookup: the Template object goes down to the labels
+        spec = as_template(template)
+    except ValueError as exc:
+        raise input_error("--template", str(exc)) from None
+    hp = as_config(hparams)
+    resume = hp.resume
     output = Path(output)
     work = checkpoints_dir(output)
     hf_logging.disable_progress_bar()
@@ -613,15 +425,15 @@ def train(
     # Tokenizer and data first: bad data should fail before a 7B model is loaded.
     tokenizer, added_tokens = load_tokenizer(
         model,
-        template,
-        hp["model_max_length"],
-        trust_remote_code=hp["trust_remote_code"],
-        legacy=hp["tokenizer_legacy"],
+        spec,
+        hp.model_max_length,
+        trust_remote_code=hp.trust_remote_code,
+        legacy=hp.tokenizer_legacy,
     )
     data_sha256 = file_sha256(data)
     cache = tokenized_cache_path(
-        hp["tokenized_cache_dir"] or work,
-        tokenized_cache_key(data_sha256, tokenizer, template, hp["model_max_length"]),
+        hp.tokenized_cache_dir or work,
+        tokenized_cache_key(data_sha256, tokenizer, spec, hp.model_max_length),
     )
     cached = _load_cached(cache)
     if cached:
@@ -630,49 +442,49 @@ def train(
     else:
         records = load_records(data)
         examples, skips = tokenize_records(
-            records, tokenizer, template, hp["model_max_length"], source=data
+            records, tokenizer, spec, hp.model_max_length, source=data
         )
         n_records = len(records)
         del records
     skipped = sum(skips.values())
     if not examples:
         raise input_error(data, f"no trainable record ({skip_summary(skips)})")
-    if skipped > hp["max_skipped_fraction"] * n_records:
+    if skipped > hp.max_skipped_fraction * n_records:
         raise input_error(
             data,
             f"{skipped} of {n_records} records skipped ({skip_summary(skips)}), more than "
-            f"max_skipped_fraction={hp['max_skipped_fraction']}",
+            f"max_skipped_fraction={hp.max_skipped_fraction}",
         )
     if skipped:
         print(f"skipped {skipped} of {n_records} records: {skip_summary(skips)}", file=sys.stderr)
 
-    if hp["deepspeed"] and not Path(hp["deepspeed"]).is_file():
-        raise input_error(hp["deepspeed"], "DeepSpeed config file not found", field="deepspeed")
-    if hp["deepspeed"] and importlib.util.find_spec("deepspeed") is None:
+    if hp.deepspeed and not Path(hp.deepspeed).is_file():
+        raise input_error(hp.deepspeed, "DeepSpeed config file not found", field="deepspeed")
+    if hp.deepspeed and importlib.util.find_spec("deepspeed") is None:
         raise input_error(
-            hp["deepspeed"], "needs DeepSpeed (pip install deepspeed)", field="deepspeed"
+            hp.deepspeed, "needs DeepSpeed (pip install deepspeed)", field="deepspeed"
         )
     fsdp_config = (
         fsdp_config_for(
             model,
-            gradient_checkpointing=hp["gradient_checkpointing"],
-            trust_remote_code=hp["trust_remote_code"],
+            gradient_checkpointing=hp.gradient_checkpointing,
+            trust_remote_code=hp.trust_remote_code,
         )
-        if hp["fsdp"]
+        if hp.fsdp
         else None
     )
 
     cuda = torch.cuda.is_available()
-    attn_implementation, attn_message = choose_attention(hp["attn_implementation"], cuda)
-    speedups, messages = optional_features(hp, cuda)
+    attn_implementation, attn_message = choose_attention(hp.attn_implementation, cuda)
+    speedups, messages = optional_features(hp.to_dict(), cuda)
     effective = {
         "device": "cuda" if cuda else "cpu",
-        "bf16": hp["bf16"] and cuda and torch.cuda.is_bf16_supported(),
-        "tf32": hp["tf32"] and cuda and is_torch_tf32_available(),
+        "bf16": hp.bf16 and cuda and torch.cuda.is_bf16_supported(),
+        "tf32": hp.tf32 and cuda and is_torch_tf32_available(),
         **speedups,
     }
     for key in ("bf16", "tf32"):
-        if hp[key] and not effective[key]:
+        if getattr(hp, key) and not effective[key]:
             print(f"{key} is not available on this machine: training without it", file=sys.stderr)
     for message in (attn_message, *messages):
         if message:
@@ -681,27 +493,27 @@ def train(
     accumulation = gradient_accumulation(hp, int(os.environ.get("WORLD_SIZE", "1")))
     args = TrainingArguments(
         output_dir=str(work),
-        per_device_train_batch_size=hp["per_device_train_batch_size"],
+        per_device_train_batch_size=hp.per_device_train_batch_size,
         gradient_accumulation_steps=accumulation,
-        num_train_epochs=hp["num_train_epochs"],
-        max_steps=hp["max_steps"],
-        learning_rate=hp["learning_rate"],
-        lr_scheduler_type=hp["lr_scheduler_type"],
-        warmup_steps=hp["warmup_ratio"],  # a float below 1 is a ratio of the total steps
-        weight_decay=hp["weight_decay"],
-        max_grad_norm=hp["max_grad_norm"],  # DeepSpeed's "auto" gradient_clipping takes it too
-        average_tokens_across_devices=hp["loss_averaging"] == "token",
+        num_train_epochs=hp.num_train_epochs,
+        max_steps=hp.max_steps,
+        learning_rate=hp.learning_rate,
+        lr_scheduler_type=hp.lr_scheduler_type,
+        warmup_steps=hp.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=hp.weight_decay,
+        max_grad_norm=hp.max_grad_norm,  # DeepSpeed's "auto" gradient_clipping takes it too
+        average_tokens_across_devices=hp.loss_averaging == "token",
         bf16=effective["bf16"],
         tf32=True if effective["tf32"] else None,
-        activation_checkpointing=hp["gradient_checkpointing"] and not fsdp_config,  # FSDP does it
-        seed=hp["seed"],
-        logging_steps=hp["logging_steps"],
+        activation_checkpointing=hp.gradient_checkpointing and not fsdp_config,  # FSDP does it
+        seed=hp.seed,
+        logging_steps=hp.logging_steps,
         logging_nan_inf_filter=False,  # a NaN loss must be seen, not averaged away
         save_strategy="steps",
-        save_steps=hp["save_steps"],
-        save_total_limit=hp["save_total_limit"],
-        deepspeed=hp["deepspeed"],
-        fsdp=hp["fsdp"],
+        save_steps=hp.save_steps,
+        save_total_limit=hp.save_total_limit,
+        deepspeed=hp.deepspeed,
+        fsdp=hp.fsdp,
         fsdp_config=dict(fsdp_config) if fsdp_config else None,
         torch_compile=effective["torch_compile"],
         use_liger_kernel=effective["use_liger_kernel"],
@@ -717,13 +529,12 @@ def train(
             "--hparams", "needs a distributed launch: torchrun --nproc_per_node=N", field="fsdp"
         )
     is_main = args.process_index == 0
-    own = hp if method == "lora" else {k: v for k, v in hp.items() if k != "lora"}  # recorded
     signature = {
         "model": str(model),
-        "template": template,
+        "template": spec.name,
         "method": method,
         "data_sha256": data_sha256,
-        "hparams": {k: v for k, v in own.items() if k not in _RESUME_INSENSITIVE},
+        "hparams": hp.signature(method),
     }
     # Global rank 0 first, on every node (local=False): the checkpoint directory is on the
     # shared file system, and another node must not read it while rank 0 moves it aside.
@@ -738,13 +549,13 @@ def train(
     if is_main and not cache.is_file():  # also after resume "never" emptied the directory
         save_tokenized(cache, examples, n_records, skips)
 
-    transformers.set_seed(hp["seed"])  # LoRA matrices are initialised randomly
+    transformers.set_seed(hp.seed)  # LoRA matrices are initialised randomly
     network = _load_model(
         model,
-        hp["dtype"],
-        hp["trust_remote_code"],
+        hp.dtype,
+        hp.trust_remote_code,
         attn_implementation,
-        allow_pickle_weights=hp["allow_pickle_weights"],
+        allow_pickle_weights=hp.allow_pickle_weights,
     )
     if added_tokens:
         network.resize_token_embeddings(len(tokenizer))  # new rows: mean of the old ones
@@ -753,14 +564,14 @@ def train(
     # packed samples apart (checked on the model); otherwise padded batches.
     effective["attn_implementation"] = network.config._attn_implementation
     try:
-        packing = prepare_packing(network, hp["packing"])
+        packing = prepare_packing(network, hp.packing)
     except PackingError as exc:
         raise input_error(model, str(exc), field="packing") from None
     if packing["message"]:
         print(packing["message"], file=sys.stderr)
-    group_by_length = hp["group_by_length"]
+    group_by_length = hp.group_by_length
     if group_by_length == "auto":  # the fallback when packing was wanted but is not possible
-        group_by_length = hp["packing"] == "auto" and not packing["packing"]
+        group_by_length = hp.packing == "auto" and not packing["packing"]
     if group_by_length:
         args.train_sampling_strategy = "group_by_length"
     # Output layer only where the loss needs it, unless Liger's fused loss does that itself.
@@ -777,7 +588,7 @@ def train(
         "loss_logits_only": packing["packing"] and logits_only,
         "group_by_length": group_by_length,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "global_batch_size": hp["per_device_train_batch_size"]
+        "global_batch_size": hp.per_device_train_batch_size
         * args.gradient_accumulation_steps
         * args.world_size,
         "tokenized_cache": {"path": str(cache), "hit": bool(cached)},
@@ -785,19 +596,19 @@ def train(
     if method == "lora":
         from peft import LoraConfig, get_peft_model
 
-        lora = hp["lora"]
+        lora = hp.lora
         config = LoraConfig(
-            r=lora["r"],
-            lora_alpha=lora["alpha"],
-            lora_dropout=lora["dropout"],
-            bias=lora["bias"],
-            target_modules=lora["target_modules"],
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            bias=lora.bias,
+            target_modules=lora.target_modules,
             task_type="CAUSAL_LM",
         )
         with warnings.catch_warnings():  # peft still asks transformers' deprecated name
             warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
             network = get_peft_model(network, config)
-        if hp["gradient_checkpointing"]:
+        if hp.gradient_checkpointing:
             network.enable_input_require_grads()
 
     trainer = Trainer(
@@ -808,7 +619,7 @@ def train(
         callbacks=[*_callbacks(), *extra_callbacks],
     )
     trainer.remove_callback(PrinterCallback)
-    if hp["loss_averaging"] == "micro_batch":
+    if hp.loss_averaging == "micro_batch":
         # transformers 4.31's loss: the model's mean over each micro-batch's trained tokens,
         # divided by the accumulation steps (and averaged over processes by DDP/DeepSpeed).
         # A Trainer that believes the model takes no loss kwargs does exactly that instead of
@@ -826,11 +637,11 @@ def train(
     trainer.save_model(str(final))
     info = provenance(
         base_model=str(model),
-        template=template,
+        template=spec.name,
         method=method,
         data=str(data),
         data_sha256=signature["data_sha256"],
-        hparams=own,
+        hparams=hp.params(method),
         effective=effective
         | {
             "world_size": args.world_size,
@@ -838,7 +649,7 @@ def train(
             "fsdp_config": fsdp_config,
             "padding_fraction": _padding_fraction(collator.batches),
         },
-        seed=hp["seed"],
+        seed=hp.seed,
         records=n_records,
         examples=len(examples),
         skipped=skips,
@@ -855,9 +666,9 @@ def train(
         (final / "training_args.bin").unlink(missing_ok=True)  # pickled; the JSON says it all
         if method == "full":
             network.config.use_cache = True
-            if hp["save_dtype"] != "auto":
-                _cast_saved_weights(final, hp["save_dtype"])
-                network.config.dtype = hp["save_dtype"]
+            if hp.save_dtype != "auto":
+                _cast_saved_weights(final, hp.save_dtype)
+                network.config.dtype = hp.save_dtype
             network.config.save_pretrained(final)
             tokenizer.save_pretrained(final)
         write_json(final / TRAINING_INFO, info)

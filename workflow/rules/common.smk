@@ -1,6 +1,7 @@
 """Config checks, the experiment grid, and every input/params function the rules use."""
 
 import difflib
+import functools
 import json
 import os
 import re
@@ -11,10 +12,11 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-# The workflow's package (`make setup` installs it), imported here so the config is checked
-# against the very template names and defaults training will use.
-from sbt.templates import TEMPLATES
-from sbt.training import HPARAM_DEFAULTS, LORA_DEFAULTS
+# The workflow's package (`make setup` installs it), imported here so the training
+# settings are checked and merged by the very declarations (sbt.train_config) that
+# sbt.train reads them with.
+from sbt.settings import SettingError, settings_of
+from sbt.train_config import TrainConfig
 from sbt.launch import slurm_resources, train_launcher as launch_command
 from sbt.prefetch_benchmarks import ETHICS_SPLITS, ETHICS_SUBSETS, ethics_file_name
 
@@ -42,6 +44,13 @@ def schema_error_line(error):
             )
         return key, f"unknown key {', '.join(hints)}; valid keys: {', '.join(known)}"
     message = error.message
+    path = list(error.absolute_path)
+    if error.validator == "enum" and path and isinstance(path[-1], str):
+        # a named key (template, dtype, ...) whose value is not in its list
+        valid = ", ".join(
+            "null" if v is None else str(v) for v in error.validator_value
+        )
+        message = f"unknown {path[-1]} {error.instance!r}; valid: {valid}"
     if len(message) > 300:
         message = message[:300] + " ..."
     if error.validator == "type" and isinstance(error.instance, str):
@@ -133,7 +142,8 @@ def check_mmlu_study(name, bench):
 
 
 def check_config():
-    """Checks JSON Schema cannot express: names that refer to each other, files that must exist."""
+    """Checks JSON Schema cannot express: names that refer to each other, files that must exist.
+    (Template names are the schema's enum, written from sbt.templates' registry.)"""
     for name, variant in config["data"].items():
         if variant["url"] and len(variant["sources"]) != 1:
             config_error(f"data.{name}.url", "a url needs exactly one file in sources")
@@ -146,11 +156,6 @@ def check_config():
                 )
     for name, backbone in config["backbones"].items():
         check_path(f"backbones.{name}.model", backbone["model"])
-        if backbone["template"] not in TEMPLATES:
-            config_error(
-                f"backbones.{name}.template",
-                f"unknown template {backbone['template']!r}; valid: {', '.join(sorted(TEMPLATES))}",
-            )
         for variant in backbone.get("data", []):
             if variant not in config["data"]:
                 config_error(
@@ -311,46 +316,50 @@ def tiny_corpus():
 # ---------------------------------------------------------------- training
 
 
+BACKBONE_SETTINGS = [f.name for f in settings_of(TrainConfig, "backbone")]
+
+
+@functools.cache
 def hparams(backbone, method):
-    """Study defaults (sbt.training) <- training.<method> <- backbones.<b>.training.<method>."""
-    merged = {k: v for k, v in HPARAM_DEFAULTS.items() if k != "lora"}
-    lora = dict(LORA_DEFAULTS)
+    """The run's TrainConfig, merged once: its defaults (sbt.train_config) <-
+    training.<method> <- backbones.<b>.training.<method> <- the backbone's own keys
+    (trust_remote_code, tokenizer_legacy, allow_pickle_weights)."""
+    settings = config["backbones"][backbone]
     layers = (
         config["training"].get(method, {}),
-        config["backbones"][backbone].get("training", {}).get(method, {}),
+        settings.get("training", {}).get(method, {}),
+        {key: settings[key] for key in BACKBONE_SETTINGS},
     )
-    for layer in layers:
-        merged.update({k: v for k, v in layer.items() if k != "lora"})
-        lora.update(layer.get("lora", {}))
-    if method == "lora":
-        merged["lora"] = lora
-    for key in ("trust_remote_code", "allow_pickle_weights", "tokenizer_legacy"):
-        merged[key] = config["backbones"][backbone][key]
-    return merged
+    try:
+        return TrainConfig.from_layers(*layers)
+    except SettingError as exc:  # what the schema cannot say, e.g. max_steps 0
+        key = f"training.{method}" + (f".{exc.key}" if exc.key else "")
+        config_error(key, f"{exc} (backbone {backbone})")
 
 
 def train_hparams_json(wildcards):
     """Every training setting, num_gpus included: it is a params, so editing any of them
     (the global batch follows the GPUs unless global_batch_size is set) reruns the job.
     """
-    return json.dumps(hparams(wildcards.backbone, wildcards.method), sort_keys=True)
+    settings = hparams(wildcards.backbone, wildcards.method)
+    return json.dumps(settings.params(wildcards.method), sort_keys=True)
 
 
 def check_global_batch(backbone, method):
     """global_batch_size must split into per-device batches over the job's processes."""
     settings = hparams(backbone, method)
-    if settings["global_batch_size"] is None:
+    if settings.global_batch_size is None:
         return
     per_step = (
-        settings["per_device_train_batch_size"]
-        * max(1, settings["num_gpus"])
-        * settings["nodes"]
+        settings.per_device_train_batch_size
+        * max(1, settings.num_gpus)
+        * settings.nodes
     )
-    if settings["global_batch_size"] % per_step:
-        nodes = " x nodes" if settings["nodes"] > 1 else ""
+    if settings.global_batch_size % per_step:
+        nodes = " x nodes" if settings.nodes > 1 else ""
         config_error(
             f"training.{method}.global_batch_size",
-            f"{settings['global_batch_size']} for backbone {backbone} is not a multiple of"
+            f"{settings.global_batch_size} for backbone {backbone} is not a multiple of"
             f" per_device_train_batch_size x num_gpus{nodes} = {per_step}",
         )
 
@@ -360,11 +369,11 @@ for _backbone, _, _method in trained_runs():
 
 
 def num_gpus(backbone, method):
-    return hparams(backbone, method)["num_gpus"]
+    return hparams(backbone, method).num_gpus
 
 
 def train_nodes(wildcards):
-    return hparams(wildcards.backbone, wildcards.method)["nodes"]
+    return hparams(wildcards.backbone, wildcards.method).nodes
 
 
 def train_resource(name):
@@ -374,7 +383,7 @@ def train_resource(name):
 
     def value(wildcards):
         settings = hparams(wildcards.backbone, wildcards.method)
-        return slurm_resources(settings["nodes"], settings["num_gpus"])[name]
+        return slurm_resources(settings.nodes, settings.num_gpus)[name]
 
     return value
 
@@ -386,9 +395,9 @@ def train_launcher(wildcards):
     launch line is a recorded param."""
     settings = hparams(wildcards.backbone, wildcards.method)
     return launch_command(
-        settings["nodes"],
-        settings["num_gpus"],
-        sharded=bool(settings["fsdp"] or settings["deepspeed"]),
+        settings.nodes,
+        settings.num_gpus,
+        sharded=bool(settings.fsdp or settings.deepspeed),
         cpus_per_task=train_threads(wildcards),
         node_script=NODE_SCRIPT,
     )
@@ -401,7 +410,7 @@ def train_threads(wildcards):
 
 def deepspeed_config(wildcards):
     """The DeepSpeed JSON is an input, so editing it reruns the runs that use it."""
-    path = hparams(wildcards.backbone, wildcards.method)["deepspeed"]
+    path = hparams(wildcards.backbone, wildcards.method).deepspeed
     return {"deepspeed": path} if path else {}
 
 
@@ -586,7 +595,7 @@ def disk_estimate():
     counts = {"full": 0, "lora": 0}
     for backbone, _, method in trained_runs():
         params = size_b(backbone) * 1e9
-        per_param = BYTES_PER_PARAM[hparams(backbone, method).get("save_dtype", "auto")]
+        per_param = BYTES_PER_PARAM[hparams(backbone, method).save_dtype]
         trained = params if method == "full" else params * 0.02
         models += params * per_param if method == "full" else trained * 4
         checkpoints = max(checkpoints, trained * 16)
