@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 
 import gen_config_docs
+import yaml
 
+from sbt import evaluate, merge_lora, train_config
 from sbt.settings import settings_of
 from sbt.templates import TEMPLATE_NAMES
 from sbt.train_config import TrainConfig
@@ -40,3 +42,25 @@ def test_hand_written_backbone_rows_agree_with_the_code():
     defaults = TrainConfig()
     for f in settings_of(TrainConfig, "backbone"):
         assert rows[f.name][1] == f"`{gen_config_docs._value(getattr(defaults, f.name))}`"
+
+
+def test_every_dtype_list_in_the_schema_is_a_stage_s_choices():
+    """The schema's dtype enums (hand-written) name exactly what the stages accept."""
+    accepted = [set(evaluate.DTYPES), set(merge_lora.DTYPES), set(train_config.DTYPES)]
+    schema = yaml.safe_load(gen_config_docs.SCHEMA.read_text(encoding="utf-8"))
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key.endswith("dtype") and isinstance(value, dict) and "enum" in value:
+                    found.append({v for v in value["enum"] if v is not None})
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(schema)
+    assert len(found) >= 5
+    for choices in found:
+        assert choices in accepted, choices

@@ -29,6 +29,10 @@ TRACKED_PACKAGES = (
 )
 
 
+# Weight dtypes by their torch names. Stages add "auto" (transformers' choice, the
+# checkpoint's torch_dtype) and evaluation "checkpoint" where they accept them.
+TORCH_DTYPES = ("float32", "bfloat16", "float16")
+
 # The Hugging Face libraries' offline switches: stages read local files and the local HF
 # cache only, unless the environment says otherwise (the prefetch rules set them to 0).
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}

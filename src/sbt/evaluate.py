@@ -27,6 +27,7 @@ from pathlib import Path
 from sbt.benchmark_files import check_benchmark_files, labels_must_fit_the_choices
 from sbt.checkpoints import check_adapter, language_model_view
 from sbt.common import (
+    TORCH_DTYPES,
     atomic_path,
     cli,
     input_error,
@@ -67,7 +68,7 @@ from sbt.mmlu_study import study_model_args as mmlu_study_model_args
 
 # "checkpoint": the dtype in the model's config.json (float32 when it names none), what the
 # study's harness loaded; "auto" is transformers' own choice.
-DTYPES = ("checkpoint", "auto", "float32", "bfloat16", "float16")
+DTYPES = ("checkpoint", "auto", *TORCH_DTYPES)
 
 
 def log(message: str) -> None:

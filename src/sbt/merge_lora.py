@@ -10,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from sbt.common import atomic_path, cli, input_error, provenance, write_json
+from sbt.common import TORCH_DTYPES, atomic_path, cli, input_error, provenance, write_json
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", *TORCH_DTYPES)
 
 
 def merge(model: str, adapter: str, output: str, dtype: str = "auto") -> None:

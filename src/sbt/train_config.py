@@ -24,9 +24,10 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from sbt.common import TORCH_DTYPES
 from sbt.settings import BOOL_OR_AUTO, SettingError, check_types, check_values, setting
 
-DTYPES = ("float32", "bfloat16", "float16", "auto")
+DTYPES = (*TORCH_DTYPES, "auto")
 ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 LR_SCHEDULERS = (
     "cosine",

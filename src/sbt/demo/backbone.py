@@ -24,11 +24,18 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from sbt.common import atomic_path, cli, input_error, provenance, read_json_file, write_json
+from sbt.common import (
+    TORCH_DTYPES,
+    atomic_path,
+    cli,
+    input_error,
+    provenance,
+    read_json_file,
+    write_json,
+)
 
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")
 BYTE_TOKENS = tuple(f"<0x{value:02X}>" for value in range(256))
-DTYPES = ("float32", "bfloat16", "float16")
 LAYOUTS = ("model", "model+json")
 MIN_VOCAB = len(SPECIAL_TOKENS) + len(BYTE_TOKENS) + 1
 
@@ -228,8 +235,8 @@ def build_tiny_backbone(
     texts = list(corpus_strings(corpus))
     if not texts:
         raise input_error(corpus[0] if corpus else "--corpus", "no strings to train on")
-    if dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}")
+    if dtype not in TORCH_DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(TORCH_DTYPES)}")
     if tokenizer_layout not in LAYOUTS:
         raise ValueError(f"--tokenizer-layout must be one of {', '.join(LAYOUTS)}")
     model_proto = train_sentencepiece([*texts, *template_strings()], vocab_size)
@@ -288,7 +295,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--intermediate-size", type=int, default=128)
     parser.add_argument("--max-position-embeddings", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", choices=DTYPES, default="float32")
+    parser.add_argument("--dtype", choices=TORCH_DTYPES, default="float32")
     parser.add_argument(
         "--tokenizer-layout",
         choices=LAYOUTS,
