@@ -18,6 +18,7 @@ from snakemake.utils import validate
 from sbt.settings import SettingError, settings_of
 from sbt.train_config import TrainConfig
 from sbt.launch import slurm_resources, train_launcher as launch_command
+from sbt import runs
 from sbt.prefetch_benchmarks import ETHICS_SPLITS, ETHICS_SUBSETS, ethics_file_name
 
 # The multi-node launch script, relative to the working directory (a recorded param).
@@ -75,7 +76,7 @@ def validate_config():
         config_error(*schema_error_line(error))
 
 
-RESULTS = "results"
+RESULTS = runs.RESULTS
 # What the local rule prefetch_benchmarks writes (on a machine with network).
 PREFETCH_DIR = "resources/benchmarks"
 PREFETCH_MANIFEST = f"{PREFETCH_DIR}/manifest.json"
@@ -87,7 +88,7 @@ PREFETCHED_ETHICS = [
 PREFETCHED_MMLU = f"{PREFETCH_DIR}/mmlu"  # data.tar's dev/ and test/ CSVs (mmlu_study)
 # The study's own MMLU script, as a task (sbt.mmlu_study).
 MMLU_STUDY = "mmlu_study"
-EXTERNAL = "external"  # path part of released checkpoints' results
+EXTERNAL = runs.EXTERNAL
 
 
 def config_error(key, message):
@@ -232,12 +233,8 @@ def all_runs():
 
 
 def run_of(wildcards):
-    """The results path of the run an evaluate job belongs to (one of all_runs())."""
-    if hasattr(wildcards, "checkpoint"):
-        return f"{EXTERNAL}/{wildcards.checkpoint}"
-    if hasattr(wildcards, "method"):
-        return f"{wildcards.backbone}/{wildcards.data}/{wildcards.method}"
-    return f"{wildcards.backbone}/base"
+    """The run an evaluate job belongs to (sbt.runs.Run; its path is one of all_runs())."""
+    return runs.resolve_run(config, dict(wildcards.items()))
 
 
 def eval_result(run, benchmark):
@@ -289,14 +286,12 @@ def conversion_flags(wildcards):
 
 
 def is_tiny(backbone):
-    return config["backbones"][backbone]["model"] == "tiny"
+    return runs.is_tiny(config, backbone)
 
 
 def backbone_model(backbone):
     """Where the base weights come from: the locally built demo model, or an id/path."""
-    if is_tiny(backbone):
-        return f"{RESULTS}/backbones/{backbone}"
-    return config["backbones"][backbone]["model"]
+    return runs.backbone_model(config, backbone)
 
 
 def backbone_inputs(wildcards):
@@ -415,9 +410,7 @@ def deepspeed_config(wildcards):
 
 
 def size_b(backbone):
-    if is_tiny(backbone):
-        return 0
-    return config["backbones"][backbone]["size_b"]
+    return runs.backbone_size_b(config, backbone)
 
 
 def train_mem_mb(wildcards, attempt):
@@ -436,32 +429,14 @@ def benchmark(name):
     return config["benchmarks"][name]
 
 
-def eval_model(wildcards):
-    """(model, adapter, dtype, size) of the run a result JSON belongs to."""
-    if hasattr(wildcards, "checkpoint"):
-        ext = config["external"][wildcards.checkpoint]
-        return ext["model"], ext.get("adapter"), ext["dtype"], ext["size_b"]
-    backbone = wildcards.backbone
-    dtype = config["backbones"][backbone]["dtype"]
-    method = getattr(wildcards, "method", "base")
-    run_dir = f"{RESULTS}/models/{run_of(wildcards)}"  # used by full and lora only
-    if method == "base":
-        return backbone_model(backbone), None, dtype, size_b(backbone)
-    if method == "lora" and not config["evaluation"]["merged_lora"]:
-        return backbone_model(backbone), run_dir, dtype, size_b(backbone)
-    if method == "lora":
-        return f"{run_dir}.merged", None, dtype, size_b(backbone)
-    return run_dir, None, dtype, size_b(backbone)
-
-
 def eval_inputs(wildcards):
     """Model directories this evaluation reads (demo backbones and our own runs)."""
-    model, adapter, _, _ = eval_model(wildcards)
+    run = run_of(wildcards)
     inputs = {}
-    if model.startswith(f"{RESULTS}/"):
-        inputs["model"] = model
-    if adapter and adapter.startswith(f"{RESULTS}/"):
-        inputs["adapter"] = adapter
+    if run.model.startswith(f"{RESULTS}/"):
+        inputs["model"] = run.model
+    if run.adapter and run.adapter.startswith(f"{RESULTS}/"):
+        inputs["adapter"] = run.adapter
     bench = benchmark(wildcards.benchmark)
     data_files = bench.get("data_files")
     # Without local files the job reads the HF cache that prefetch_benchmarks filled.
@@ -499,15 +474,15 @@ def eval_args(wildcards):
 
     Only wildcards in, no `output` argument: Snakemake does not record params computed
     from outputs, and the params trigger must see every argument."""
-    model, adapter, dtype, _ = eval_model(wildcards)
+    run = run_of(wildcards)
     bench = benchmark(wildcards.benchmark)
     study = config["evaluation"]  # the study-mode keys (see sbt/lmeval_study.py)
     # A benchmark's own dtype (mmlu_study: the study's MMLU script ran float32) wins over
     # evaluation.dtype ("checkpoint": the model's own torch_dtype), which wins over the run's.
-    dtype = bench.get("dtype") or study.get("dtype") or dtype
-    args = ["--model", model, "--dtype", dtype, "--benchmark", wildcards.benchmark]
-    if adapter:
-        args += ["--adapter", adapter]
+    dtype = bench.get("dtype") or study.get("dtype") or run.dtype
+    args = ["--model", run.model, "--dtype", dtype, "--benchmark", wildcards.benchmark]
+    if run.adapter:
+        args += ["--adapter", run.adapter]
     for task in bench["tasks"]:
         args += ["--task", task]
     args += ["--num-fewshot", str(bench["num_fewshot"])]
@@ -520,7 +495,7 @@ def eval_args(wildcards):
     if bench.get("limit"):
         args += ["--limit", str(bench["limit"])]
     if bench["log_samples"]:  # every prompt and answer, beside the result JSON
-        result = eval_result(run_of(wildcards), wildcards.benchmark)
+        result = eval_result(run.path, wildcards.benchmark)
         samples = result.removesuffix(".json") + ".samples.jsonl"
         args += ["--log-samples", samples]
     batch_size = bench.get("batch_size", config["evaluation"]["batch_size"])
@@ -531,50 +506,24 @@ def eval_args(wildcards):
     args += ["--add-bos-token", bos]
     args += ["--fewshot-sampler", study.get("fewshot_sampler", "lm_eval")]
     args += ["--task-config", study.get("task_config", "lm_eval")]
-    settings = eval_settings(wildcards)
-    if settings.get("trust_remote_code"):
+    if run.settings.get("trust_remote_code"):
         args.append("--trust-remote-code")
-    if settings["allow_pickle_weights"]:
+    if run.settings["allow_pickle_weights"]:
         args.append("--allow-pickle-weights")
-    args += ["--run-info", json.dumps(run_info(wildcards), sort_keys=True)]
+    args += ["--run-info", json.dumps(run.info, sort_keys=True)]
     return args
 
 
-def eval_settings(wildcards):
-    """The config entry of the model a result belongs to: external checkpoint or backbone."""
-    if hasattr(wildcards, "checkpoint"):
-        return config["external"][wildcards.checkpoint]
-    return config["backbones"][wildcards.backbone]
-
-
-def run_info(wildcards):
-    if hasattr(wildcards, "checkpoint"):
-        ext = config["external"][wildcards.checkpoint]
-        return {
-            "backbone": ext.get("backbone", wildcards.checkpoint),
-            "data": "",
-            "method": "external",
-            "name": wildcards.checkpoint,
-        }
-    return {
-        "backbone": wildcards.backbone,
-        "data": getattr(wildcards, "data", ""),
-        "method": getattr(wildcards, "method", "base"),
-    }
-
-
 def eval_gpus(wildcards):
-    if hasattr(wildcards, "checkpoint"):
-        return 1
-    return 0 if is_tiny(wildcards.backbone) else 1
+    return run_of(wildcards).gpus
 
 
 def eval_mem_mb(wildcards, attempt):
-    return int((6 + 4 * eval_model(wildcards)[3]) * 1024 * attempt)
+    return int((6 + 4 * run_of(wildcards).size_b) * 1024 * attempt)
 
 
 def eval_runtime(wildcards, attempt):
-    return int((20 + 15 * eval_model(wildcards)[3]) * attempt)
+    return int((20 + 15 * run_of(wildcards).size_b) * attempt)
 
 
 # ---------------------------------------------------------------- disk
