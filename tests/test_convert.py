@@ -763,5 +763,6 @@ def test_bench_runs_and_compares_outputs(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert "first turn from gpt" in lines[0] and "without image" in lines[0]
     assert "outputs parse to identical content: yes" in lines
-    assert lines[-1].startswith("ratio: ")
+    assert re.fullmatch(r"time ratio: [\d.]+ \(.*target <= 1\.5\): (PASS|FAIL)", lines[-2])
+    assert re.fullmatch(r"memory ratio: [\d.]+ \(.*target <= 3\.0\): (PASS|FAIL)", lines[-1])
     assert list(tmp_path.iterdir()) == []  # its temporary folder is gone
