@@ -3,9 +3,10 @@
 The study turns LLaVA's visual instructions into text-only ones by deleting the ``<image>``
 placeholder from the first turn of every record and keeping everything else. A file is
 read whole and its list's elements are decoded one at a time by the stdlib decoder, so an
-error can name its record and memory stays near twice the file's size (``json.load`` of it
-all takes four times). The output holds one record a line, encoded compactly by the stdlib
-encoder; it parses to exactly what the published json.load / replace / json.dump loop writes.
+error can name its record, and memory stays near twice the size of an ASCII file (as the
+published files are; ``json.load`` takes four times). The output holds one record a line,
+encoded compactly by the stdlib encoder; it parses to exactly what the published
+json.load / replace / json.dump loop writes.
 """
 
 from __future__ import annotations
