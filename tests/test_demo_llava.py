@@ -29,10 +29,10 @@ def test_generator_is_deterministic_and_matches_the_committed_file(tmp_path):
     assert first.read_bytes() != second.read_bytes()
 
 
-def test_file_is_commit_sized_and_streams_like_json_load(demo_records):
+def test_file_is_commit_sized_and_reads_like_json_load(demo_records):
     assert DEMO.stat().st_size < 300_000
     assert len(demo_records) == make_demo_llava.DEFAULT_RECORDS == 300
-    assert [record for _, record in llava.RecordStream(DEMO)] == demo_records
+    assert [record for _, record in llava.iter_valid_records(DEMO)] == demo_records
 
 
 def test_every_record_is_valid(demo_records):

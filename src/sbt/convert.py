@@ -3,10 +3,9 @@
 
 By default this applies the published rule exactly: every "<image>" in the first turn of
 each record becomes "" and everything else is kept. Several inputs are concatenated in
-order. The output is a JSON list of records; its parsed content equals what the published
-json.load / replace / json.dump loop writes, at a fraction of the time and memory (a large
-file is read by two processes at once, see sbt.llava). Clean-ups are opt-in flags and
-recorded in the statistics.
+order. The output is a JSON list of records, one a line; its parsed content equals what the
+published json.load / replace / json.dump loop writes (see sbt.llava). Clean-ups are opt-in
+flags and recorded in the statistics.
 """
 
 from __future__ import annotations
@@ -20,6 +19,13 @@ from sbt.llava import ConvertOptions, convert, summary_lines
 
 __all__ = ["convert", "main", "parse_args"]
 
+FLAGS = {
+    "strip_newline": "strip whitespace around a turn after removing its <image> tag",
+    "all_turns": "remove <image> from every turn, not only the first",
+    "drop_image_key": 'delete each record\'s "image" key',
+    "skip_invalid": "skip invalid records (counted and listed in the stats) instead of failing",
+}
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -28,24 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output", required=True, help="text-only LLaVA JSON to write")
     parser.add_argument("--stats", help="write conversion statistics (JSON) here")
-    parser.add_argument(
-        "--strip-newline",
-        action="store_true",
-        help="strip whitespace around a turn after removing its <image> tag",
-    )
-    parser.add_argument(
-        "--all-turns",
-        action="store_true",
-        help="remove <image> from every turn, not only the first",
-    )
-    parser.add_argument(
-        "--drop-image-key", action="store_true", help='delete each record\'s "image" key'
-    )
-    parser.add_argument(
-        "--skip-invalid",
-        action="store_true",
-        help="skip invalid records (counted and listed in the stats) instead of failing",
-    )
+    for name, text in FLAGS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", action="store_true", help=text)
     parser.add_argument(
         "--max-records",
         type=int_at_least(0),
@@ -53,11 +43,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="keep a seeded random subset of N records (in their original order)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for --max-records (default 0)")
-    parser.add_argument(
-        "--single-process",
-        action="store_true",
-        help="convert in this process only (by default a large file is split between two)",
-    )
     parser.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
     return parser.parse_args(argv)
 
@@ -65,37 +50,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    options = ConvertOptions(
-        strip_newline=args.strip_newline,
-        all_turns=args.all_turns,
-        drop_image_key=args.drop_image_key,
-        skip_invalid=args.skip_invalid,
-        max_records=args.max_records,
-        seed=args.seed,
-    )
+    flags = {name: getattr(args, name) for name in FLAGS}
+    options = ConvertOptions(**flags, max_records=args.max_records, seed=args.seed)
     started = time.perf_counter()
+
+    def say(line: str) -> None:
+        print(f"convert_text_only: {line}", file=sys.stderr, flush=True)
 
     def report_progress(records: int, bytes_read: int) -> None:
         elapsed = time.perf_counter() - started
-        print(
-            f"convert_text_only: {records:,} records, {bytes_read / 1e6:,.0f} MB ({elapsed:.1f} s)",
-            file=sys.stderr,
-            flush=True,
-        )
+        say(f"{records:,} records, {bytes_read / 1e6:,.0f} MB ({elapsed:.1f} s)")
 
-    stats = convert(
-        args.input,
-        args.output,
-        stats_path=args.stats,
-        options=options,
-        progress=None if args.quiet else report_progress,
-        parallel=not args.single_process,
-    )
+    progress = None if args.quiet else report_progress
+    stats = convert(args.input, args.output, args.stats, options, progress)
     if not args.quiet:
-        elapsed = time.perf_counter() - started
         for line in summary_lines(stats):
-            print(f"convert_text_only: {line}", file=sys.stderr)
-        print(f"convert_text_only: wrote {args.output} in {elapsed:.1f} s", file=sys.stderr)
+            say(line)
+        say(f"wrote {args.output} in {time.perf_counter() - started:.1f} s")
     return 0
 
 
