@@ -9,7 +9,7 @@
 #   4. eval-1b-bf16   lm-eval (sbt.evaluate) in bf16 on the GPU, a local task file
 # then one table of all cases with the MFU targets (7B LoRA >= 45%, 1B full >= 35% on an
 # H100/H200) as PASS/FAIL. Results: GPU_CHECK_OUT/<case>.json, .log (results/gpu_check).
-# Usage: scripts/gpu_check.sh [--dry-run] [options for scripts/gpu_check.py, e.g. --steps 10]
+# Usage: scripts/gpu_check.sh [--dry-run] [options for python -m sbt.gpu_check, e.g. --steps 10]
 #   --dry-run          print the cases, their commands and time limits; run nothing
 #   PYTHON             a Python with a CUDA build of torch and DeepSpeed (default: python3)
 #   GPU_CHECK_TOTAL    seconds for all cases together (default 450); each case also has
@@ -18,6 +18,8 @@
 # enforced), 1 a case failed or ran out of time, 3 no CUDA GPU visible (checked first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The checkout's package, also where the GPU environment did not install it (pip install -e .).
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 PYTHON=${PYTHON:-python3}
 OUT=${GPU_CHECK_OUT:-results/gpu_check}
 TOTAL=${GPU_CHECK_TOTAL:-450}
@@ -35,7 +37,7 @@ for arg in "$@"; do
     esac
 done
 
-# name | launcher | seconds at most | gpu_check.py arguments
+# name | launcher | seconds at most | sbt.gpu_check arguments
 CASES=(
     "full-1b-zero2|torchrun|100|--method full --shape 1b --sharding zero2"
     "lora-7b-zero2|torchrun|200|--method lora --shape 7b --sharding zero2"
@@ -48,7 +50,7 @@ command_of() { # launcher, then the case's arguments: the command line as an arr
     shift
     CMD=("$PYTHON")
     [ "$launcher" = torchrun ] && CMD+=(-m torch.distributed.run --standalone --nproc_per_node=1)
-    CMD+=(scripts/gpu_check.py "$@")
+    CMD+=(-m sbt.gpu_check "$@")
 }
 
 if [ "$dry" -eq 1 ]; then
@@ -63,7 +65,7 @@ if [ "$dry" -eq 1 ]; then
     exit 0
 fi
 
-"$PYTHON" scripts/gpu_check.py ${probe[@]+"${probe[@]}"}
+"$PYTHON" -m sbt.gpu_check ${probe[@]+"${probe[@]}"}
 if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit --format=csv,noheader
 fi
@@ -93,4 +95,4 @@ for entry in "${CASES[@]}"; do
 done
 echo
 echo "gpu check finished in $((SECONDS - start)) s (bound $TOTAL s); results in $OUT/"
-"$PYTHON" scripts/gpu_check.py --summarize "$OUT"
+"$PYTHON" -m sbt.gpu_check --summarize "$OUT"

@@ -1,5 +1,5 @@
 """The GPU check without a GPU: the shared performance module (sbt.perf: shapes, peak
-table, FLOP and MFU formula), gpu_check.py's arguments and table, failing fast, and the
+table, FLOP and MFU formula), sbt.gpu_check's arguments and table, failing fast, and the
 whole gpu_check.sh flow on the tiny shape on a CPU (what a GPU runs at 1B and 7B)."""
 
 from __future__ import annotations
@@ -12,20 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-import gpu_check
 import pytest
 import torch
-from gpu_check import (
-    CASES,
-    format_table,
-    llama_config,
-    loss_trend,
-    parse_args,
-    resolve_sharding,
-    summary_rows,
-)
 
+from sbt import gpu_check
 from sbt.common import InputError
+from sbt.gpu_check import llama_config, loss_trend, parse_args, resolve_sharding
+from sbt.gpu_report import CASES, format_table, summary_rows
 from sbt.perf import (
     SHAPES,
     flops_per_token,

@@ -1,4 +1,4 @@
-"""Training performance arithmetic shared by scripts/gpu_check.py and scripts/bench_train.py.
+"""Training performance arithmetic shared by sbt.gpu_check and scripts/bench_train.py.
 
 Three things, defined once:
 
