@@ -66,3 +66,9 @@ gpu-check:
 .PHONY: slurm-demo
 slurm-demo: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m sbt.slurm_demo
+
+# The demo grid's evaluations with evaluation.group: run and: benchmark, in temporary copies:
+# model loads, summed job wall time (benchmarks/ TSVs), the ratio, identical numbers asserted.
+.PHONY: bench-eval
+bench-eval: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python scripts/bench_eval.py

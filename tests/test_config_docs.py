@@ -8,7 +8,7 @@ import re
 import gen_config_docs
 import yaml
 
-from sbt import evaluate, merge_lora, train_config
+from sbt import lmeval_bench, merge_lora, train_config
 from sbt.settings import settings_of
 from sbt.templates import TEMPLATE_NAMES
 from sbt.train_config import TrainConfig
@@ -46,7 +46,7 @@ def test_hand_written_backbone_rows_agree_with_the_code():
 
 def test_every_dtype_list_in_the_schema_is_a_stage_s_choices():
     """The schema's dtype enums (hand-written) name exactly what the stages accept."""
-    accepted = [set(evaluate.DTYPES), set(merge_lora.DTYPES), set(train_config.DTYPES)]
+    accepted = [set(lmeval_bench.DTYPES), set(merge_lora.DTYPES), set(train_config.DTYPES)]
     schema = yaml.safe_load(gen_config_docs.SCHEMA.read_text(encoding="utf-8"))
     found = []
 

@@ -141,7 +141,24 @@ def test_a_failing_benchmark_loses_nothing_else_and_a_rerun_redoes_only_it(demo_
     assert "| error: " in summary
     assert "ethics_cm.json" not in summary
 
+    # Each failed benchmark's record is set aside, so the run's job is planned again.
+    assert (workdir / "results/lm_eval/tiny-llama2/base/ethics_justice.json.failed").exists()
+
     broken.write_text(good)
     dry = snakemake(workdir, "-n")
-    # Only the failed jobs (base) and the runs' results on the edited file, then the tables.
-    assert planned_jobs(dry) == {"evaluate_base": 2, "evaluate_run": 4, "aggregate": 1}
+    # Each run's evaluation job (evaluation.group: run), whose request cache answers every
+    # request already answered, then every result step of those runs, then the tables.
+    assert planned_jobs(dry) == {
+        "evaluate_base": 2,
+        "evaluate_run": 4,
+        "result_base": 14,
+        "result_run": 28,
+        "aggregate": 1,
+    }
+    rerun = snakemake(workdir, "--cores", "2")
+    assert rerun.returncode == 0, output_of(rerun)[-5000:]
+    for record in (workdir / "results/lm_eval").rglob("*.json"):
+        # The restored file is the one the demo run evaluated: nothing reaches a model.
+        requests = json.loads(record.read_text())["result"]["provenance"]["evaluation"]["requests"]
+        assert requests["model"] == 0 and requests["from_cache"] == requests["total"], record
+    assert (workdir / "results/eval/tiny-llama2/base/ethics_justice.json").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sbt.runs import Run, resolve_run
+from sbt.runs import Run, resolve_run, wildcards_of
 
 CONFIG = {
     "backbones": {
@@ -66,3 +66,9 @@ def test_unknown_names_are_key_errors():
         run(backbone="nope")
     with pytest.raises(KeyError):
         run(checkpoint="nope")
+
+
+def test_a_run_path_gives_back_its_wildcards():
+    for wildcards in ({"backbone": "llama2-7b"}, {"checkpoint": "mm-llama2"},
+                      {"backbone": "llama2-7b", "data": "textonly", "method": "lora"}):  # fmt: skip
+        assert wildcards_of(run(**wildcards).path) == wildcards

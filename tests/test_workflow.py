@@ -1,22 +1,40 @@
 """The whole demo DAG through real `snakemake`, in a temporary copy of the repository.
 
 One complete run is shared by the tests below; the rerun-scope tests then ask Snakemake
-(dry run) what a config edit would redo, exactly as a researcher would.
+(dry run) what a config edit would redo, exactly as a researcher would. The demo evaluates
+per run (evaluation.group: run): evaluate_base/evaluate_run are one job per run, and
+result_base/result_run one local step per run x benchmark that writes its result JSON.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
-from snakemake_run import output_of, planned_jobs, run_ok, write_config
+from snakemake_run import output_of, planned_jobs, run_ok, snakemake, write_config
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 BACKBONES = ("tiny-llama2", "tiny-vicuna")
 N_BENCHMARKS = 7  # the demo config: TruthfulQA-MC, five ETHICS subsets, mmlu_study
+RUNS = 6  # two backbones: base, full, lora
+BASE = "results/eval/tiny-llama2/base"
+
+
+# A benchmark edited for every run: each run's evaluation job, every run x benchmark result
+# step (cheap, local), the tables.
+RERUN_EVERY_RUN = {
+    "evaluate_base": 2,
+    "evaluate_run": 4,
+    "result_base": 2 * N_BENCHMARKS,
+    "result_run": 4 * N_BENCHMARKS,
+    "aggregate": 1,
+}
+ONE_RETRAINED_RUN = {"train": 1, "evaluate_run": 1, "result_run": N_BENCHMARKS, "aggregate": 1}
 
 
 def read_summary(workdir: Path) -> list[dict[str, str]]:
@@ -38,8 +56,8 @@ def test_demo_produces_tables_and_plots(demo_run):
 def test_every_job_left_a_log_and_a_benchmark(demo_run):
     logs = list((demo_run / "logs").rglob("*.log"))
     benchmarks = list((demo_run / "benchmarks").rglob("*.tsv"))
-    # convert 1, build 2, train 4, evaluate 6 runs x benchmarks, aggregate 1
-    expected = 1 + 2 + 4 + 6 * N_BENCHMARKS + 1
+    # convert 1, build 2, train 4, evaluate 6 runs, results 6 runs x benchmarks, aggregate 1
+    expected = 1 + 2 + 4 + RUNS + RUNS * N_BENCHMARKS + 1
     assert len(logs) == len(benchmarks) == expected
 
 
@@ -70,18 +88,23 @@ def test_new_backbone_plans_only_its_own_jobs(demo_run):
     assert planned_jobs(proc) == {
         "build_tiny_backbone": 1,
         "train": 2,
-        "evaluate_base": N_BENCHMARKS,
-        "evaluate_run": 2 * N_BENCHMARKS,
+        "evaluate_base": 1,
+        "evaluate_run": 2,
+        "result_base": N_BENCHMARKS,
+        "result_run": 2 * N_BENCHMARKS,
         "aggregate": 1,
     }
 
 
 def test_shot_count_change_reruns_only_that_benchmark(demo_run):
+    """Each run's evaluation job reruns (its request cache answers every other benchmark:
+    test_shot_change_asks_the_model_only_for_that_benchmark), then the runs' local result
+    steps; nothing else."""
     extra = write_config(
         demo_run, "extra_shots.yaml", {"benchmarks": {"ethics_cm": {"num_fewshot": 1}}}
     )
     proc = run_ok(demo_run, "-n", "--configfile", "config/config.yaml", extra)
-    assert planned_jobs(proc) == {"evaluate_base": 2, "evaluate_run": 4, "aggregate": 1}
+    assert planned_jobs(proc) == RERUN_EVERY_RUN
 
 
 def test_learning_rate_change_reruns_only_that_backbone(demo_run):
@@ -91,7 +114,7 @@ def test_learning_rate_change_reruns_only_that_backbone(demo_run):
         {"backbones": {"tiny-vicuna": {"training": {"full": {"learning_rate": 0.005}}}}},
     )
     proc = run_ok(demo_run, "-n", "--configfile", "config/config.yaml", extra)
-    assert planned_jobs(proc) == {"train": 1, "evaluate_run": N_BENCHMARKS, "aggregate": 1}
+    assert planned_jobs(proc) == ONE_RETRAINED_RUN
     assert "results/models/tiny-vicuna/textonly_demo/full" in output_of(proc)
 
 
@@ -108,7 +131,7 @@ def test_global_batch_change_reruns_only_that_training(demo_run, change):
         {"backbones": {"tiny-vicuna": {"training": {"lora": change}}}},
     )
     proc = run_ok(demo_run, "-n", "--configfile", "config/config.yaml", extra)
-    assert planned_jobs(proc) == {"train": 1, "evaluate_run": N_BENCHMARKS, "aggregate": 1}
+    assert planned_jobs(proc) == ONE_RETRAINED_RUN
     assert "results/models/tiny-vicuna/textonly_demo/lora" in output_of(proc)
 
 
@@ -125,7 +148,8 @@ def test_merged_lora_option_plans_merges_and_reevaluates_only_lora(demo_run):
     proc = run_ok(demo_run, "-n", "--configfile", "config/config.yaml", extra)
     assert planned_jobs(proc) == {
         "merge_lora": 2,
-        "evaluate_run": 2 * N_BENCHMARKS,
+        "evaluate_run": 2,
+        "result_run": 2 * N_BENCHMARKS,
         "aggregate": 1,
     }
     assert "lora.merged" in output_of(proc)
@@ -136,5 +160,71 @@ def test_log_samples_reruns_that_benchmark_and_keeps_every_answer(demo_run):
         demo_run, "extra_samples.yaml", {"benchmarks": {"ethics_cm": {"log_samples": True}}}
     )
     proc = run_ok(demo_run, "-n", "-p", "--configfile", "config/config.yaml", extra)
-    assert planned_jobs(proc) == {"evaluate_base": 2, "evaluate_run": 4, "aggregate": 1}
+    assert planned_jobs(proc) == RERUN_EVERY_RUN
     assert "--log-samples results/eval/tiny-llama2/base/ethics_cm.samples.jsonl" in output_of(proc)
+
+
+def test_per_benchmark_unit_plans_a_job_per_run_and_benchmark(demo_run):
+    extra = write_config(demo_run, "extra_unit.yaml", {"evaluation": {"group": "benchmark"}})
+    proc = run_ok(demo_run, "-n", "-p", "--configfile", "config/config.yaml", extra)
+    jobs = planned_jobs(proc)
+    assert jobs == {
+        "evaluate_base": 2 * N_BENCHMARKS,
+        "evaluate_run": 4 * N_BENCHMARKS,
+        "aggregate": 1,
+    }
+    text = output_of(proc)
+    assert "--cache-dir results/cache/lm_eval/tiny-llama2/base/ethics_cm --output" in text
+    assert "Evaluation estimate: 42 evaluation jobs, 42 model loads" in text
+
+
+def clone(demo_run: Path, dest: Path) -> Path:
+    shutil.copytree(demo_run, dest, symlinks=True)
+    return dest
+
+
+def test_both_evaluation_units_give_the_same_numbers(demo_run, tmp_path):
+    workdir = clone(demo_run, tmp_path / "run")
+    extra = write_config(workdir, "extra_unit.yaml", {"evaluation": {"group": "benchmark"}})
+    names = sorted(p.name for p in (demo_run / BASE).glob("*.json"))
+    assert len(names) == N_BENCHMARKS
+    proc = run_ok(
+        workdir, "--cores", "2", "--configfile", "config/config.yaml", extra,
+        "--", *(f"{BASE}/{name}" for name in names),
+    )  # fmt: skip
+    assert planned_jobs(proc) == {"evaluate_base": N_BENCHMARKS}
+    for name in names:
+        per_run = json.loads((demo_run / BASE / name).read_text())
+        alone = json.loads((workdir / BASE / name).read_text())
+        assert alone["provenance"]["evaluation"]["unit"] == "benchmark"
+        assert per_run["provenance"]["evaluation"]["unit"] == "run"
+        for key in ("metrics", "results", "n_samples", "n_shot", "versions", "config"):
+            assert alone[key] == per_run[key], (name, key)
+
+
+def test_shot_change_asks_the_model_only_for_that_benchmark(demo_run, tmp_path):
+    """The run's job reruns; lm-eval's request cache (results/cache/lm_eval/) answers every
+    benchmark but the edited one, and the model setting nothing new needs never loads."""
+    workdir = clone(demo_run, tmp_path / "run")
+    files = {"test": "resources/demo/benchmarks/ethics_cm.jsonl"}
+    files["train"] = "resources/demo/benchmarks/ethics_cm_train.jsonl"
+    edit = {"benchmarks": {"ethics_cm": {"num_fewshot": 1, "data_files": files}}}
+    extra = write_config(workdir, "extra_shots.yaml", edit)
+    target = f"{BASE}/ethics_cm.json"
+    proc = run_ok(
+        workdir, "--cores", "2", "--configfile", "config/config.yaml", extra, "--", target
+    )
+    assert planned_jobs(proc) == {"evaluate_base": 1, "result_base": 1}
+    assert json.loads((workdir / target).read_text())["n_shot"] == {"ethics_cm": 1}
+    records = workdir / "results/lm_eval/tiny-llama2/base"
+    for record in sorted(records.glob("*.json")):
+        requests = json.loads(record.read_text())["result"]["provenance"]["evaluation"]["requests"]
+        if record.stem == "ethics_cm":
+            assert requests["model"] == requests["total"] > 0
+        else:
+            assert requests["model"] == 0 and requests["from_cache"] == requests["total"] > 0
+    log = (workdir / "logs/lm_eval/tiny-llama2/base.log").read_text()
+    assert log.count("[evaluate] loading ") == 1  # not mmlu_study's own model setting
+    dry = snakemake(workdir, "-n", "--configfile", "config/config.yaml", extra)
+    # The other runs still have the old ethics_cm: their jobs are next.
+    assert planned_jobs(dry)["evaluate_base"] == 1 and planned_jobs(dry)["evaluate_run"] == 4

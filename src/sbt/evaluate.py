@@ -8,67 +8,19 @@ values form one benchmark evaluated in one call (TruthfulQA-MC: truthfulqa_mc1 a
 truthfulqa_mc2 on the same file). Every random seed is fixed and the batch size is fixed, so
 a rerun gives the same numbers.
 
-Output JSON (written atomically):
-  benchmark, tasks, num_fewshot, metrics {"<task>/<metric>": value}, results (lm-eval's
-  per-task results), versions, n_shot, n_samples, config, run (--run-info), provenance.
+Output JSON (written atomically): see sbt/lmeval_bench.py. sbt.evaluate_run evaluates
+every benchmark of a run in one process (one model load; `evaluation.group: run`) through
+the same code (sbt/lmeval_run.py), so both give the same documents.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import logging
-import os
 import sys
-import time
-from pathlib import Path
 
-from sbt.benchmark_files import check_benchmark_files, labels_must_fit_the_choices
-from sbt.checkpoints import check_adapter, language_model_view
-from sbt.common import (
-    TORCH_DTYPES,
-    atomic_path,
-    cli,
-    input_error,
-    int_at_least,
-    provenance,
-    quiet_progress_bars,
-    use_offline_hub,
-    write_json,
-)
-from sbt.lmeval_study import (
-    BOS_CHOICES,
-    FEWSHOT_SAMPLERS,
-    TASK_CONFIGS,
-    StudyOptions,
-    apply_overrides,
-    bos_model_arg,
-    checkpoint_dtype,
-    plan_study_tasks,
-)
-from sbt.lmeval_tasks import (
-    DEFAULT_BOOTSTRAP_ITERS,
-    check_declared_metrics,
-    check_task_names,
-    hf_model_args,
-    json_safe,
-    parse_data_files,
-    plan_local_tasks,
-    primary_metrics,
-    resolve_device,
-    run_lm_eval,
-    samples_per_task,
-    select_metrics,
-)
-from sbt.mmlu_study import TASK_NAME as MMLU_STUDY
-from sbt.mmlu_study import TASK_SOURCE as MMLU_STUDY_SOURCE
-from sbt.mmlu_study import plan_from_cli as plan_mmlu_study
-from sbt.mmlu_study import study_model_args as mmlu_study_model_args
-
-# "checkpoint": the dtype in the model's config.json (float32 when it names none), what the
-# study's harness loaded; "auto" is transformers' own choice.
-DTYPES = ("checkpoint", "auto", *TORCH_DTYPES)
+from sbt.common import cli, write_json
+from sbt.lmeval_bench import add_arguments, write_samples
+from sbt.lmeval_run import RAISE, evaluate_benchmarks
 
 
 def log(message: str) -> None:
@@ -77,266 +29,22 @@ def log(message: str) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="model directory (or a cached HF id)")
-    parser.add_argument("--adapter", help="PEFT (LoRA) adapter directory applied on --model")
-    parser.add_argument("--tokenizer", help="tokenizer directory (default: the model's)")
+    add_arguments(parser)
     parser.add_argument(
-        "--task",
-        action="append",
-        required=True,
-        metavar="TASK",
-        help="lm-eval task name; repeat for several tasks evaluated together",
-    )
-    parser.add_argument(
-        "--num-fewshot",
-        type=int_at_least(0),
-        default=0,
-        help="examples in each prompt (tasks whose config fixes 0 shots keep 0)",
-    )
-    parser.add_argument(
-        "--data-files",
-        nargs="+",
-        metavar="SPLIT=PATH",
-        help="local benchmark files per split, in the dataset's own schema (JSON/JSONL)",
-    )
-    parser.add_argument(
-        "--data-dir",
+        "--cache-dir",
         metavar="DIR",
-        help=f"task {MMLU_STUDY} (the study's MMLU): data.tar's data/ folder (dev/, test/ CSVs)",
-    )
-    parser.add_argument("--output", required=True, help="result JSON to write")
-    parser.add_argument("--benchmark", help="benchmark name recorded in the output")
-    parser.add_argument(
-        "--metrics",
-        nargs="+",
-        metavar="METRIC",
-        help="metrics to report (default: every metric lm-eval reports)",
-    )
-    parser.add_argument("--batch-size", type=int_at_least(1), default=8)
-    parser.add_argument("--limit", type=int_at_least(1), help="only the first N documents per task")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32")
-    study = parser.add_argument_group(
-        "study mode", "lm-eval v0.3 behaviour (the study's harness); see sbt/lmeval_study.py"
-    )
-    study.add_argument(
-        "--add-bos-token",
-        choices=BOS_CHOICES,
-        default="default",
-        help="prepend <s> to prompts: default = the tokenizer's choice (lm-eval 0.4); "
-        "false = the study's harness",
-    )
-    study.add_argument(
-        "--fewshot-sampler",
-        choices=FEWSHOT_SAMPLERS,
-        default="lm_eval",
-        help="v0.3: the study harness's draw of few-shot examples; lm_eval: lm-eval 0.4's",
-    )
-    study.add_argument(
-        "--task-config",
-        choices=TASK_CONFIGS,
-        default="lm_eval",
-        help="study: v0.3 stop strings and metrics (ETHICS em, gsm8k acc, ...); "
-        "lm_eval: the stock task YAMLs",
-    )
-    parser.add_argument("--seed", type=int, default=1234, help="every lm-eval random seed")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument(
-        "--trust-remote-code", action="store_true", help="allow model code from the model dir"
-    )
-    parser.add_argument(
-        "--allow-pickle-weights",
-        action="store_true",
-        help="also load pickled .bin weights (default: safetensors only)",
-    )
-    parser.add_argument(
-        "--bootstrap-iters",
-        type=int_at_least(0),
-        default=DEFAULT_BOOTSTRAP_ITERS,
-        help=f"bootstrap resamples for stderr entries (default {DEFAULT_BOOTSTRAP_ITERS})",
-    )
-    parser.add_argument("--log-samples", metavar="PATH", help="also write per-document JSONL")
-    parser.add_argument(
-        "--run-info",
-        default="{}",
-        metavar="JSON",
-        help='JSON object describing the run, e.g. {"backbone": ..., "data": ..., "method": ...}',
+        help="lm-eval's request cache (one SQLite file per model setting): a rerun asks "
+        "the model only what it has not answered yet",
     )
     return parser.parse_args(argv)
 
 
-def parse_run_info(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise input_error("--run-info", f"invalid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise input_error("--run-info", "must be a JSON object")
-    return value
-
-
-def check_local_path(value: str, option: str) -> None:
-    """A value that looks like a path must exist (hub ids such as org/name pass through)."""
-    path = Path(value)
-    if path.exists():
-        return
-    if value.startswith((".", "/", "~")) or len(path.parts) > 2:
-        raise input_error(path, f"{option} directory not found")
-
-
-def write_samples(path: str | Path, samples: dict) -> None:
-    """Per-document records, one JSON object a line, written atomically."""
-    from lm_eval.utils import handle_non_serializable
-
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        for task in sorted(samples):
-            for sample in samples[task]:
-                record = {"task": task, **sample}
-                fh.write(json.dumps(record, default=handle_non_serializable) + "\n")
-
-
 def evaluate(args: argparse.Namespace) -> dict:
-    """Validate the arguments, run lm-eval, and return the output document."""
-    started = time.perf_counter()
-    use_offline_hub()
-    quiet_progress_bars()  # job logs are read in editors and `tail`, not terminals
-    run_info = parse_run_info(args.run_info)
-    tasks = list(dict.fromkeys(args.task))
-    check_local_path(args.model, "--model")
-    if args.adapter:
-        check_local_path(args.adapter, "--adapter")
-    data_files = parse_data_files(args.data_files)
-    # Bad rows fail here, in one line, before lm-eval or any model sees them.
-    check_benchmark_files((task, data_files) for task in tasks)
-    study = StudyOptions(task_config=args.task_config, fewshot_sampler=args.fewshot_sampler)
-    mmlu_study = plan_mmlu_study(tasks, args.data_dir, data_files)
-    if mmlu_study:  # the study's own MMLU script as a task (sbt/mmlu_study.py)
-        local_tasks = mmlu_study
-        check_declared_metrics(local_tasks, args.metrics)
-        sources = {MMLU_STUDY: MMLU_STUDY_SOURCE}
-    elif data_files:
-        local_tasks = plan_local_tasks(tasks, data_files, args.num_fewshot)
-        for task in local_tasks:
-            apply_overrides(task, study, args.num_fewshot)
-        check_declared_metrics(local_tasks, args.metrics)
-        sources = {t.name: t.stock_source for t in local_tasks}
-    else:
-        check_task_names(tasks)
-        local_tasks = plan_study_tasks(tasks, study, args.num_fewshot) or None
-        check_declared_metrics(local_tasks or [], args.metrics)
-        sources = {t.name: t.stock_source for t in local_tasks or []}
-    device = resolve_device(args.device)
-    if args.adapter:
-        check_adapter(args.adapter, allow_pickle_weights=args.allow_pickle_weights)
-    views = contextlib.ExitStack()
-    try:
-        # A LLaVA-1.x checkpoint (the study's releases) loads as the LlamaForCausalLM it
-        # holds, through a temporary view that `views` removes again.
-        model_path, checkpoint = views.enter_context(
-            language_model_view(args.model, allow_pickle_weights=args.allow_pickle_weights)
-        )
-        dtype = args.dtype
-        if dtype == "checkpoint":  # the study's harness: the checkpoint's own torch_dtype
-            dtype = checkpoint_dtype(model_path)
-        benchmark = args.benchmark or "+".join(tasks)
-        model_args = hf_model_args(
-            model_path,
-            adapter=args.adapter,
-            tokenizer=args.tokenizer,
-            dtype=dtype,
-            trust_remote_code=args.trust_remote_code,
-            allow_pickle_weights=args.allow_pickle_weights,
-            add_bos_token=bos_model_arg(args.add_bos_token),
-        )
-        if mmlu_study:
-            model_args = mmlu_study_model_args(model_args)
-            log(
-                f"{MMLU_STUDY}: BOS as the tokenizer adds it, max_length {model_args['max_length']}"
-            )
-        what = f"{args.model}" + (f" + adapter {args.adapter}" if args.adapter else "")
-        log(f"{benchmark}: tasks {', '.join(tasks)} on {what} ({device}, {dtype})")
-        if data_files:
-            log("data files: " + ", ".join(f"{s}={p}" for s, p in data_files.items()))
-        setup_s = time.perf_counter() - started
-        with labels_must_fit_the_choices(benchmark):
-            results = run_lm_eval(
-                tasks,
-                model_args=model_args,
-                local_tasks=local_tasks,
-                num_fewshot=args.num_fewshot,
-                batch_size=args.batch_size,
-                device=device,
-                limit=args.limit,
-                seed=args.seed,
-                log_samples=bool(args.log_samples),
-                bootstrap_iters=args.bootstrap_iters,
-            )
-    except ConnectionError as exc:  # offline and not in the local HF cache
-        raise input_error(
-            "--task",
-            f"{exc}; with the hub offline, prefetch it into the HF cache or give --data-files",
-        ) from None
-    except OSError as exc:  # the model: missing, or only pickled weights
-        hint = ""
-        if "safetensors" in str(exc) and not args.allow_pickle_weights:
-            hint = "; if it only ships pickled .bin weights and you trust it, set"
-            hint += " allow_pickle_weights: true (--allow-pickle-weights)"
-        raise input_error(args.model, f"cannot load model: {exc}{hint}") from None
-    finally:
-        views.close()  # the temporary LLaMA view of a LLaVA checkpoint, if any
-    metrics: dict[str, float | None] = {}
-    for task in tasks:
-        if task not in results["results"]:
-            raise input_error("--task", f"lm-eval returned no results for {task}")
-        available = primary_metrics(results["results"][task])
-        for name, value in select_metrics(task, available, args.metrics).items():
-            metrics[f"{task}/{name}"] = value
-            shown = "n/a" if value is None else f"{value:.4f}"
-            log(f"{task}/{name} = {shown}")
+    """Validate the arguments, run lm-eval, write the samples; return the output document."""
+    (outcome,) = evaluate_benchmarks([args], cache_dir=args.cache_dir, on_error=RAISE)
     if args.log_samples:
-        write_samples(args.log_samples, results.get("samples", {}))
-    elapsed = time.perf_counter() - started
-    log(f"done in {elapsed:.1f} s (setup {setup_s:.1f} s)")
-    return {
-        "benchmark": benchmark,
-        "tasks": tasks,
-        "num_fewshot": args.num_fewshot,
-        "metrics": metrics,
-        "results": json_safe({task: results["results"][task] for task in tasks}),
-        "versions": {task: results.get("versions", {}).get(task) for task in tasks},
-        "n_shot": {task: results.get("n-shot", {}).get(task) for task in tasks},
-        "n_samples": {task: samples_per_task(results, task) for task in tasks},
-        "config": {
-            "model": args.model,
-            "adapter": args.adapter,
-            "tokenizer": args.tokenizer,
-            "dtype": dtype,
-            "dtype_option": args.dtype,
-            "add_bos_token": args.add_bos_token,
-            "fewshot_sampler": args.fewshot_sampler,
-            "task_config": args.task_config,
-            "batch_size": args.batch_size,
-            "seed": args.seed,
-            "limit": args.limit,
-            "device": device,
-            "trust_remote_code": args.trust_remote_code,
-            "allow_pickle_weights": args.allow_pickle_weights,
-            "bootstrap_iters": args.bootstrap_iters,
-            "data_files": dict(zip(data_files, _given_paths(args.data_files), strict=True)),
-            "data_dir": args.data_dir,
-            "checkpoint_format": checkpoint,
-        },
-        "run": run_info,
-        "provenance": provenance(
-            stage="evaluate",
-            lm_eval_task_sources=sources,
-            seconds=round(elapsed, 1),
-        ),
-    }
-
-
-def _given_paths(specs: list[str] | None) -> list[str]:
-    """The paths as the user gave them (relative paths stay relative: portable records)."""
-    return [spec.partition("=")[2] for spec in specs or ()]
+        write_samples(args.log_samples, outcome.samples or {})
+    return outcome.document
 
 
 @cli
@@ -348,16 +56,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def exit_without_teardown(code: int) -> None:
-    """End the process at once: Python's teardown of torch/arrow state costs ~1 s per job.
-
-    Every output is closed by now (atomic writes), so only the log streams need flushing.
-    """
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
-    exit_without_teardown(main())
+    sys.exit(main())

@@ -149,22 +149,24 @@ def plan_study_tasks(names: Sequence[str], options: StudyOptions, num_fewshot: i
     Used without local data files; tasks without overrides (and groups such as mmlu) are
     not generated and run as lm-eval's stock tasks.
     """
-    from sbt.lmeval_tasks import LocalTask, _load_yaml, _scan_for_task_yamls, stock_tasks_dir
+    from sbt.lmeval_tasks import LocalTask, stock_config, stock_entry
 
     if options == StudyOptions():
         return []
-    found = _scan_for_task_yamls(names, stock_tasks_dir())
     planned = []
     for name in names:
-        if name not in found:
-            continue
-        stock = _load_yaml(found[name])
+        entry = stock_entry(name)
+        kind = getattr(getattr(entry, "kind", None), "name", "")
+        if kind not in ("TASK", "PY_TASK") or not entry.yaml_path or "group" in entry.cfg:
+            continue  # groups, tags and Python-only tasks run as lm-eval's stock ones
+        stock = stock_config(name)
         extra = options.overrides(name, effective_shots(stock, num_fewshot))
         if not extra:
             continue
-        overrides = {"include": str(found[name]), "task": name, **extra}
+        yaml_path = Path(entry.yaml_path).resolve()
+        overrides = {"include": str(yaml_path), "task": name, **extra}
         config = {**stock, **{k: v for k, v in overrides.items() if k != "include"}}
-        planned.append(LocalTask(name, found[name], overrides, config))
+        planned.append(LocalTask(name, yaml_path, overrides, config))
     return planned
 
 

@@ -2,11 +2,12 @@
 
 Local files keep the stock task's prompt, metrics and `!function` helpers: for each task a
 small YAML is written into a private folder with `include: <absolute stock YAML>`, the same
-task name, `dataset_path: json` and the files as `dataset_kwargs.data_files`. lm-eval then
-reads only that folder (no index of its ~14k bundled YAMLs: the stock file is found by a
-quick text scan, confirmed with lm-eval's own YAML loader), which keeps each evaluation job
-fast. Splits a stock task names but the local files lack are switched off, so a test-only
-file works for a task that also lists a train split.
+task name, `dataset_path: json` and the files as `dataset_kwargs.data_files`. The stock
+YAML and its config come from lm-eval's public `TaskManager` index of its ~14k bundled
+YAMLs, built once per process (`stock_task_manager`, about 8 s): a per-run evaluation job
+(sbt/lmeval_run.py) pays it once for all its benchmarks. Splits a stock task names but the
+local files lack are switched off, so a test-only file works for a task that also lists a
+train split.
 
 Heavy imports (torch, datasets, lm_eval.evaluator) happen inside functions, after the
 offline switches are set.
@@ -14,9 +15,10 @@ offline switches are set.
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import math
-import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,46 +40,27 @@ def stock_tasks_dir() -> Path:
 
 
 # --------------------------------------------------------------------------- finding tasks
-def _load_yaml(path: Path) -> dict[str, Any]:
-    """lm-eval's loader: includes merged, `!function` left as text (nothing imported)."""
-    from lm_eval.tasks._yaml_loader import load_yaml
+@functools.cache
+def stock_task_manager() -> Any:
+    """lm-eval's public TaskManager over its bundled tasks, built once per process.
 
-    return load_yaml(path, resolve_func=False, recursive=True)
-
-
-def _scan_for_task_yamls(names: Iterable[str], root: Path) -> dict[str, Path]:
-    """Stock YAMLs whose top-level `task:` is one of `names`, in one pass over the files.
-
-    A byte search picks candidates (most of ~14k files are skipped unparsed); each candidate
-    is then parsed by lm-eval's loader and must define exactly that task.
+    Building it parses every bundled YAML (~14k files, about 8 s), so an evaluation job
+    pays it once however many benchmarks it evaluates (`evaluation.group: run`).
     """
-    wanted = set(names)
-    alternatives = b"|".join(re.escape(n.encode()) for n in sorted(wanted, key=len, reverse=True))
-    pattern = re.compile(rb"^task:[ \t]*[\"']?(" + alternatives + rb")[\"']?[ \t]*(?:#.*)?$", re.M)
-    found: dict[str, Path] = {}
-    for path in sorted(root.glob("**/*.yaml")):
-        if "__pycache__" in path.parts:
-            continue
-        try:
-            match = pattern.search(path.read_bytes())
-            if match is None or match.group(1).decode() in found:
-                continue
-            cfg = _load_yaml(path)
-        except Exception:  # noqa: BLE001 - a file lm-eval itself would skip
-            continue
-        name = cfg.get("task")
-        if name in wanted and name not in found and "group" not in cfg:
-            found[name] = path
-            if len(found) == len(wanted):
-                break
-    return found
-
-
-def _full_index() -> dict[str, Any]:
-    """lm-eval's complete task index (slow: parses every bundled YAML)."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager().task_index
+    return TaskManager()
+
+
+def stock_entry(name: str) -> Any:
+    """The index entry of a bundled task, group or tag (None: no such name)."""
+    return stock_task_manager().task_index.get(name)
+
+
+def stock_config(name: str) -> dict[str, Any]:
+    """A bundled task's config as lm-eval indexed it: includes merged, `!function` left as
+    text (nothing imported). A copy: the index's own stays untouched."""
+    return copy.deepcopy(stock_entry(name).cfg or {})
 
 
 def unknown_task_error(name: str, known: Iterable[str]) -> InputError:
@@ -88,12 +71,9 @@ def unknown_task_error(name: str, known: Iterable[str]) -> InputError:
 
 def locate_stock_tasks(names: Sequence[str]) -> dict[str, Path]:
     """Path of the stock YAML of each task in `names` (single tasks, not groups or tags)."""
-    found = _scan_for_task_yamls(names, stock_tasks_dir())
-    missing = [name for name in names if name not in found]
-    if not missing:
-        return found
-    index = _full_index()  # the authority: task names a text scan cannot see, near matches
-    for name in missing:
+    index = stock_task_manager().task_index
+    found: dict[str, Path] = {}
+    for name in names:
         entry = index.get(name)
         if entry is None:
             raise unknown_task_error(name, index)
@@ -106,7 +86,7 @@ def locate_stock_tasks(names: Sequence[str]) -> dict[str, Path]:
                 f"{name!r} is an lm-eval {kind.lower()}, not a single task; with --data-files "
                 f"name its tasks one by one{listed if members else ''}",
             )
-        found[name] = Path(entry.yaml_path)
+        found[name] = Path(entry.yaml_path).resolve()
     return found
 
 
@@ -122,7 +102,7 @@ def _members(entry: Any) -> set[str]:
 
 def check_task_names(names: Sequence[str]) -> None:
     """Fail early, with near matches, when a stock task/group/tag name does not exist."""
-    index = _full_index()
+    index = stock_task_manager().task_index
     for name in names:
         if name not in index:
             raise unknown_task_error(name, index)
@@ -173,7 +153,7 @@ def plan_local_task(
     name: str, stock_yaml: Path, data_files: Mapping[str, Path], num_fewshot: int
 ) -> LocalTask:
     """Overrides that bind stock task `name` (defined in `stock_yaml`) to `data_files`."""
-    stock = _load_yaml(stock_yaml)
+    stock = stock_config(name)
     stock_splits = {key: stock.get(key) for key in SPLIT_KEYS if stock.get(key)}
     overrides: dict[str, Any] = {
         "include": str(stock_yaml),

@@ -50,6 +50,16 @@ def backbone_size_b(config: Mapping, backbone: str) -> float:
     return 0 if is_tiny(config, backbone) else config["backbones"][backbone]["size_b"]
 
 
+def wildcards_of(path: str) -> dict[str, str]:
+    """The wildcards of the evaluation job of a run's path (the inverse of Run.path)."""
+    parts = path.split("/")
+    if parts[0] == EXTERNAL:
+        return {"checkpoint": parts[1]}
+    if len(parts) == 2:
+        return {"backbone": parts[0]}
+    return {"backbone": parts[0], "data": parts[1], "method": parts[2]}
+
+
 def resolve_run(config: Mapping, wildcards: Mapping[str, str]) -> Run:
     """The run of a job from its wildcards: `checkpoint`; or `backbone` with `data` and
     `method`; or `backbone` alone (its base model). Other wildcards (benchmark) are ignored.

@@ -430,14 +430,17 @@ def benchmark(name):
 
 
 def eval_inputs(wildcards):
-    """Model directories this evaluation reads (demo backbones and our own runs)."""
-    run = run_of(wildcards)
+    return benchmark_inputs(run_of(wildcards), wildcards.benchmark)
+
+
+def benchmark_inputs(run, name):
+    """Model directories (demo backbones and our own runs) and files one benchmark reads."""
     inputs = {}
     if run.model.startswith(f"{RESULTS}/"):
         inputs["model"] = run.model
     if run.adapter and run.adapter.startswith(f"{RESULTS}/"):
         inputs["adapter"] = run.adapter
-    bench = benchmark(wildcards.benchmark)
+    bench = benchmark(name)
     data_files = bench.get("data_files")
     # Without local files the job reads the HF cache that prefetch_benchmarks filled.
     inputs["data_files"] = (
@@ -470,17 +473,19 @@ def hub_benchmark_tasks():
 
 
 def eval_args(wildcards):
-    """Command-line arguments of evaluate.py for one run x benchmark.
-
-    Only wildcards in, no `output` argument: Snakemake does not record params computed
+    """Only wildcards in, no `output` argument: Snakemake does not record params computed
     from outputs, and the params trigger must see every argument."""
-    run = run_of(wildcards)
-    bench = benchmark(wildcards.benchmark)
+    return benchmark_args(run_of(wildcards), wildcards.benchmark)
+
+
+def benchmark_args(run, name):
+    """Command-line arguments of sbt.evaluate for one run x benchmark."""
+    bench = benchmark(name)
     study = config["evaluation"]  # the study-mode keys (see sbt/lmeval_study.py)
     # A benchmark's own dtype (mmlu_study: the study's MMLU script ran float32) wins over
     # evaluation.dtype ("checkpoint": the model's own torch_dtype), which wins over the run's.
     dtype = bench.get("dtype") or study.get("dtype") or run.dtype
-    args = ["--model", run.model, "--dtype", dtype, "--benchmark", wildcards.benchmark]
+    args = ["--model", run.model, "--dtype", dtype, "--benchmark", name]
     if run.adapter:
         args += ["--adapter", run.adapter]
     for task in bench["tasks"]:
@@ -495,7 +500,7 @@ def eval_args(wildcards):
     if bench.get("limit"):
         args += ["--limit", str(bench["limit"])]
     if bench["log_samples"]:  # every prompt and answer, beside the result JSON
-        result = eval_result(run.path, wildcards.benchmark)
+        result = eval_result(run.path, name)
         samples = result.removesuffix(".json") + ".samples.jsonl"
         args += ["--log-samples", samples]
     batch_size = bench.get("batch_size", config["evaluation"]["batch_size"])
