@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from snakemake_run import copy_repo, output_of, snakemake, write_config
 
@@ -110,5 +112,13 @@ def test_paper_dry_run_prints_the_disk_estimate_and_keeps_remote_code_off(workdi
     text = output_of(proc)
     # 6 full fine-tunes in bf16 (4 x 7B + 2 x 3B) and 4 LoRA adapters
     assert "Disk estimate: 6 full models + 4 LoRA adapters = 69.6 GB" in text
+    # 26 runs (6 base, 10 trained, 10 released) x 13 benchmarks; two model settings per run
+    # (mmlu_study's float32, BOS and max_length; the rest); GPU-hours from docs/evaluation.md
+    estimate = re.search(r"Evaluation estimate: .*", text)[0]
+    assert estimate.startswith(
+        "Evaluation estimate: 26 evaluation jobs (+338 local result steps), 52 model loads"
+        " (evaluation.group: run; group: benchmark: 338 jobs, 338 loads); about "
+    ), estimate
+    assert re.search(r"about \d+ GPU-hours for \d+M prompt tokens", estimate), estimate
     assert "--trust-remote-code" not in text
     assert '"trust_remote_code": false' in text
