@@ -57,7 +57,6 @@ if EVAL_GROUP == "run":
             "logs/evaluate/{backbone}/base/{benchmark}.log",
         benchmark:
             "benchmarks/evaluate/{backbone}/base/{benchmark}.tsv"
-        localrule: True
         conda:
             "../../envs/workflow.yaml"
         params:
@@ -85,6 +84,13 @@ if EVAL_GROUP == "run":
             f"logs/evaluate/{EXTERNAL}/{{checkpoint}}/{{benchmark}}.log",
         benchmark:
             f"benchmarks/evaluate/{EXTERNAL}/{{checkpoint}}/{{benchmark}}.tsv"
+
+    # On the submit host: each reads one small record. (A rule's `localrule: True` is not
+    # carried over by `use rule ... with`, so the three are named here.)
+    localrules:
+        result_base,
+        result_run,
+        result_external,
 
 else:
 
