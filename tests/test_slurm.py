@@ -329,6 +329,8 @@ def write_paper_placeholders(workdir: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("[]\n")
         time.sleep(0.01)
+    # mmlu_study's folder: a run's one evaluation job reads every benchmark's files.
+    (workdir / "resources" / "benchmarks" / "mmlu").mkdir(parents=True, exist_ok=True)
 
 
 def memory_mb(value: str) -> int:
