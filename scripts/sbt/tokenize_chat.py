@@ -227,12 +227,14 @@ def tokenize_records(
     max_length: int,
     *,
     source: str | Path = "<records>",
+    first_index: int = 0,
 ) -> tuple[list[dict], dict[str, int]]:
     """Tokenize records for training.
 
     Returns `(examples, skip_counts)`: examples are `{"id", "input_ids", "labels",
     "truncated"}` in record order; skip_counts maps each reason in SKIP_REASONS to a count.
-    A malformed conversation raises InputError naming `source`, the record and the field.
+    A malformed conversation raises InputError naming `source`, the record and the field;
+    `first_index` is the index in `source` of `records[0]` (for a slice of the file).
     """
     spec = get_template(template)
     skips: Counter[str] = Counter({reason: 0 for reason in SKIP_REASONS})
@@ -245,7 +247,11 @@ def tokenize_records(
             continue
         except ConversationError as exc:
             raise input_error(
-                source, str(exc), index=index, record_id=record.get("id"), field=exc.field
+                source,
+                str(exc),
+                index=first_index + index,
+                record_id=record.get("id"),
+                field=exc.field,
             ) from None
         if not prompt.trained_spans:
             skips[SKIP_NO_ASSISTANT_MESSAGE] += 1
