@@ -15,7 +15,7 @@ import sbt.train_data as train_data
 import torch
 from sbt.common import InputError
 from sbt.packing import PackCollator, PadCollator
-from sbt.tokenize_chat import count_trained_tokens, load_tokenizer, tokenize_records
+from sbt.tokenize_chat import count_trained_tokens, load_records, load_tokenizer, tokenize_records
 from sbt.train_data import (
     build_tokenized,
     load_tokenized,
@@ -41,9 +41,13 @@ def small_batches(monkeypatch):
     monkeypatch.setattr(train_data, "_MAP_BATCH", 7)  # many map batches over a few records
 
 
-def write(path, records):
-    path.write_text(json.dumps(records), encoding="utf-8")
+def write_text(path, text):
+    path.write_text(text, encoding="utf-8")
     return path
+
+
+def write(path, records):
+    return write_text(path, json.dumps(records))
 
 
 class OneProcess:
@@ -164,3 +168,44 @@ def test_a_fresh_start_keeps_this_runs_tokenized_data(tmp_path, capsys):
     assert _prepare_work_dir(work, {"lr": 2}, "never", keep) is None
     assert sorted(p.name for p in work.iterdir()) == ["run.json", "tokenized-this"]
     assert (keep / "meta.json").is_file()
+
+
+READER_CASES = {
+    "plain": '[{"id": 1, "conversations": []}, {"id": "a\\"]}", "conversations": [{"from": "human", "value": "[{x}]"}]}]',  # noqa: E501
+    "spaces and unicode": ' \n[ \n{"conversations": []} ,\n {"conversations": [], "é": "ü😀"} \n]\n',
+    "empty list": "[ ]",
+    "object": '{"conversations": []}',
+    "not an object": '[1, {"conversations": []}]',
+    "a string": '["x"]',
+    "no comma": '[{"conversations": []} {"conversations": []}]',
+    "trailing comma": '[{"conversations": []},]',
+    "junk after": '[{"conversations": []}] x',
+    "bad JSON inside": '[{"conversations": [}]',
+    "no conversations": '[{"id": 3}, {"conversations": 5}]',
+    "nested list": '[[{"conversations": []}]]',
+    "not closed": '[{"conversations": []}',
+}
+
+
+@pytest.mark.parametrize("text", READER_CASES.values(), ids=READER_CASES)
+def test_read_records_reads_and_rejects_as_load_records(tmp_path, text):
+    """The lazy reader (the file's bytes, records decoded when asked for) agrees with
+    load_records on every file: the same records, or the same error."""
+
+    def outcome(read, path):
+        try:
+            records = read(path)
+        except InputError as exc:
+            return "error", str(exc)
+        return "records", [records[i] for i in range(len(records))]
+
+    for name, content in (("data.json", text), ("data.jsonl", text.replace("}, {", "}\n{"))):
+        path = write_text(tmp_path / name, content)
+        assert outcome(train_data.read_records, path) == outcome(load_records, path), name
+
+
+def test_read_records_holds_bytes_not_objects(tiny_records, tmp_path):
+    path = write(tmp_path / "data.json", tiny_records)
+    records = train_data.read_records(path)
+    assert not isinstance(records, list) and len(records) == len(tiny_records)
+    assert records[7] == tiny_records[7] and records[-1] == tiny_records[-1]

@@ -55,17 +55,22 @@ def load_records(path: str | Path) -> list[dict]:
     if not isinstance(records, list):
         raise input_error(path, "expected a JSON list of records")
     for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise input_error(path, "record must be an object", index=index)
-        if not isinstance(record.get("conversations"), list):
-            raise input_error(
-                path,
-                "missing or not a list",
-                index=index,
-                record_id=record.get("id"),
-                field="conversations",
-            )
+        check_record(record, index, path)
     return records
+
+
+def check_record(record: object, index: int, path: str | Path) -> None:
+    """InputError naming `path` and the record unless it is an object with conversations."""
+    if not isinstance(record, dict):
+        raise input_error(path, "record must be an object", index=index)
+    if not isinstance(record.get("conversations"), list):
+        raise input_error(
+            path,
+            "missing or not a list",
+            index=index,
+            record_id=record.get("id"),
+            field="conversations",
+        )
 
 
 def setup_tokenizer(tokenizer, template: str, max_length: int) -> bool:
