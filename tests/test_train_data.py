@@ -209,3 +209,15 @@ def test_read_records_holds_bytes_not_objects(tiny_records, tmp_path):
     records = train_data.read_records(path)
     assert not isinstance(records, list) and len(records) == len(tiny_records)
     assert records[7] == tiny_records[7] and records[-1] == tiny_records[-1]
+
+
+@pytest.mark.slow
+def test_bench_measures_the_data_path_before_and_after(tmp_path, capsys):
+    from bench_train import main as bench_main
+
+    assert bench_main(["--measure", "data", "--records", "40", "--workdir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("data path: 40 LLaVA-like records -> 40 examples, ")
+    assert [line.split(":")[0].strip() for line in lines[1:6]] == ["before"] * 2 + ["after"] * 3
+    assert lines[-2].startswith("data path ratio (tokenize): after / before = ")
+    assert lines[-1].startswith("data path ratio (cache): after / before = ")
