@@ -135,9 +135,9 @@ def leak_and_drift(model, collator=None, lengths=(6, 9)) -> tuple[float, float]:
         replaced = logits(collator([other_first, second]))[0, lengths[0] :]
         alone = logits(PadCollator(0)([second]))[0]
     scale = max(1.0, alone.abs().max().item())
-    return (packed - replaced).abs().max().item() / scale, (
-        packed - alone
-    ).abs().max().item() / scale
+    leak = (packed - replaced).abs().max().item()
+    drift = (packed - alone).abs().max().item()
+    return leak / scale, drift / scale
 
 
 ATTENTION = [
@@ -160,8 +160,10 @@ def test_packed_sample_cannot_see_its_neighbour(tiny_backbone, attn):
     if attn.startswith("flash"):
         model = model.to("cuda", torch.bfloat16)
     leak, drift = leak_and_drift(model)
-    assert leak == 0.0
-    assert drift <= (2e-2 if attn.startswith("flash") else 1e-5)  # bf16 on the GPU
+    if attn.startswith("flash"):  # bf16 on the GPU: a leak would be of order 0.1
+        assert leak <= 1e-3 and drift <= 2e-2
+    else:
+        assert leak == 0.0 and drift <= 1e-5
 
 
 def test_the_neighbour_test_catches_leaks(tiny_backbone):

@@ -14,6 +14,7 @@ import pytest
 import sbt.train_data as train_data
 import torch
 from sbt.common import InputError
+from sbt.lazy_records import read_records
 from sbt.packing import PackCollator, PadCollator
 from sbt.tokenize_chat import count_trained_tokens, load_records, load_tokenizer, tokenize_records
 from sbt.train_data import (
@@ -201,12 +202,12 @@ def test_read_records_reads_and_rejects_as_load_records(tmp_path, text):
 
     for name, content in (("data.json", text), ("data.jsonl", text.replace("}, {", "}\n{"))):
         path = write_text(tmp_path / name, content)
-        assert outcome(train_data.read_records, path) == outcome(load_records, path), name
+        assert outcome(read_records, path) == outcome(load_records, path), name
 
 
 def test_read_records_holds_bytes_not_objects(tiny_records, tmp_path):
     path = write(tmp_path / "data.json", tiny_records)
-    records = train_data.read_records(path)
+    records = read_records(path)
     assert not isinstance(records, list) and len(records) == len(tiny_records)
     assert records[7] == tiny_records[7] and records[-1] == tiny_records[-1]
 

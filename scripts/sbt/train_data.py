@@ -10,7 +10,9 @@ the page cache, shared by the ranks of a node, and the collators read one batch 
 
 Under `TrainingArguments.main_process_first(local=False)` the global rank 0 finds or
 builds the file while the other ranks wait; they then open it (the checkpoint directory
-and a `tokenized_cache_dir` are on the shared file system, as for the checkpoints).
+and a `tokenized_cache_dir` are on the shared file system, as for the checkpoints). To
+build it, rank 0 keeps the data file's bytes and decodes the records a map batch at a
+time (`sbt.lazy_records.read_records`), not all of them as Python objects.
 
 The cache is a directory `tokenized-<key>/` (`data.arrow`, `meta.json`: records, skip
 counts, examples, truncated and trained tokens) in `tokenized_cache_dir`, or in the run's
@@ -26,30 +28,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
-from array import array
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sbt.common import InputError, input_error
-from sbt.tokenize_chat import (
-    IGNORE_INDEX,
-    SKIP_REASONS,
-    check_record,
-    load_records,
-    skip_summary,
-    tokenize_records,
-)
+from sbt.common import input_error
+from sbt.lazy_records import read_records
+from sbt.tokenize_chat import IGNORE_INDEX, SKIP_REASONS, skip_summary, tokenize_records
 
 TOKENIZED_CACHE_VERSION = 2  # 1: one .npz file of flat arrays; 2: an Arrow dataset
 # A change in any of these files invalidates the caches (they decide ids and labels).
-_LABELLING_CODE = ("tokenize_chat.py", "templates.py", "train_data.py")
+_LABELLING_CODE = ("tokenize_chat.py", "templates.py", "train_data.py", "lazy_records.py")
 DATA_FILE = "data.arrow"
 META_FILE = "meta.json"
 _MAP_BATCH = 1000  # records per map call (tokenize_records encodes 512 texts at a time)
@@ -101,117 +95,14 @@ def tokenized_cache_path(cache_dir: str | Path, key: str) -> Path:
     return Path(cache_dir) / f"tokenized-{key}"
 
 
-# A JSON string (escapes included) or a bracket: enough to find where each object of a
-# JSON list starts and ends without building it (no UTF-8 character contains " or \).
-_JSON_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[][{}]')
-_JSON_SPACE = b" \t\n\r"
-# Line breaks besides \n at which read_json_file's str.splitlines also splits JSON Lines.
-_OTHER_LINE_BREAKS = re.compile(rb"[\r\x0b\x0c\x1c\x1d\x1e]|\xc2\x85|\xe2\x80[\xa8\xa9]")
-
-
-def _list_spans(raw: bytes) -> list[tuple[int, int]] | None:
-    """Byte spans of the objects of a JSON list; None where `raw` is anything else."""
-    spans, depth, start, opening = [], 0, 0, None
-    for token in _JSON_TOKENS.finditer(raw):
-        char = raw[token.start()]
-        if char == ord('"'):
-            if depth < 2:  # a string outside every record
-                return None
-        elif char in b"[{":
-            if depth == 0:
-                if char != ord("["):
-                    return None
-                opening = token.start()
-            elif depth == 1:
-                if char != ord("{"):
-                    return None
-                start = token.start()
-            depth += 1
-        else:
-            depth -= 1
-            if depth == 1:
-                spans.append((start, token.end()))
-            elif depth == 0:
-                closing = token.start()
-                break
-            elif depth < 0:
-                return None
-    else:
-        return None
-    if raw[closing] != ord("]") or (raw[:opening] + raw[closing + 1 :]).strip(_JSON_SPACE):
-        return None
-    bounds = [opening + 1, *(x for span in spans for x in span), closing]
-    gaps = [raw[a:b].strip(_JSON_SPACE) for a, b in zip(bounds[::2], bounds[1::2], strict=True)]
-    if gaps[0] or gaps[-1] or any(gap != b"," for gap in gaps[1:-1]):
-        return None
-    return spans
-
-
-def _line_spans(raw: bytes) -> list[tuple[int, int]] | None:
-    """Byte spans of the non-empty lines of JSON Lines; None where lines are split oddly."""
-    if _OTHER_LINE_BREAKS.search(raw):
-        return None
-    spans, start = [], 0
-    for line in raw.split(b"\n"):
-        if line.strip(_JSON_SPACE):
-            spans.append((start, start + len(line)))
-        start += len(line) + 1
-    return spans
-
-
-class _Records(Sequence):
-    """The records of a data file, each decoded from the file's bytes when asked for."""
-
-    def __init__(self, raw: bytes, spans: list[tuple[int, int]]) -> None:
-        self.raw = raw
-        self.starts = array("q", (start for start, _ in spans))
-        self.ends = array("q", (end for _, end in spans))
-
-    def __len__(self) -> int:
-        return len(self.starts)
-
-    def __getitem__(self, index: int) -> dict:
-        return json.loads(self.raw[self.starts[index] : self.ends[index]])
-
-
-def read_records(path: str | Path) -> Sequence[dict]:
-    """`load_records`' records, with its errors, without all of them as Python objects.
-
-    The file's bytes stay in memory (a fifth of the records as objects, or less) and a
-    record is decoded when asked for. A file that is not a plain JSON list (or JSON Lines)
-    of objects is read by load_records itself, which raises its error.
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        return load_records(path)
-    spans = _line_spans(raw) if path.suffix == ".jsonl" else _list_spans(raw)
-    if spans is None:
-        return load_records(path)
-    records, problem = _Records(raw, spans), None
-    try:
-        for index in range(len(records)):  # load_records parses everything, then checks
-            record = records[index]
-            if problem is None:
-                try:
-                    check_record(record, index, path)
-                except InputError as exc:
-                    problem = exc
-    except ValueError:  # not JSON (JSONDecodeError, UnicodeDecodeError): load_records says
-        return load_records(path)
-    if problem:
-        raise problem
-    return records
-
-
 def _features():
-    from datasets import Features, Sequence, Value
+    from datasets import Features, Value
+    from datasets import Sequence as ListOf
 
     return Features(
         {
-            "input_ids": Sequence(Value("int32")),
-            "labels": Sequence(Value("int32")),
+            "input_ids": ListOf(Value("int32")),
+            "labels": ListOf(Value("int32")),
             "length": Value("int32"),  # the Trainer's length grouping reads this column
             "truncated": Value("bool"),
         }
