@@ -138,6 +138,10 @@ def test_unreadable_or_concurrent_caches(tiny_records, tokenizer, tmp_path, caps
     (path / "meta.json").write_text("{", encoding="utf-8")
     assert load_tokenized(path) is None
     assert f"ignoring unreadable tokenized cache {path}: " in capsys.readouterr().err
+    rebuilt = build_tokenized(path, data, tokenizer, "v1", 48, 0.0)  # replaces the broken one
+    assert load_tokenized(path).examples == rebuilt.examples == 30
+    (path / "data.arrow").write_bytes(b"not arrow")
+    assert load_tokenized(path) is None
 
 
 def test_collators_read_dataset_rows(tiny_records, tokenizer, tmp_path):

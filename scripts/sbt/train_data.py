@@ -194,26 +194,31 @@ def check_skipped(data: str | Path, meta: dict, max_skipped_fraction: float) -> 
         )
 
 
-def load_tokenized(path: Path, *, hit: bool = True) -> TrainData | None:
-    """The cache at `path`, memory-mapped; None when there is none (or it is unreadable)."""
-    if not (path / META_FILE).is_file():
-        return None
+def _open_cache(path: Path, hit: bool) -> TrainData:
+    """The cache at `path`, memory-mapped (OSError, ValueError or KeyError if unreadable)."""
     from datasets import Dataset
 
-    try:
-        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-        if meta.get("version") != TOKENIZED_CACHE_VERSION:
-            raise ValueError(f"format version {meta.get('version')}")
-        dataset = Dataset.from_file(str(path / DATA_FILE))
-        if len(dataset) != meta["examples"]:
-            raise ValueError(f"{len(dataset)} examples, meta.json says {meta['examples']}")
-    except (OSError, ValueError, KeyError) as exc:  # pyarrow's errors are ValueError/OSError
-        print(f"ignoring unreadable tokenized cache {path}: {exc}", file=sys.stderr)
-        return None
+    meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    if meta.get("version") != TOKENIZED_CACHE_VERSION:
+        raise ValueError(f"format version {meta.get('version')}")
+    dataset = Dataset.from_file(str(path / DATA_FILE))  # pyarrow's errors: ValueError, OSError
+    if len(dataset) != meta["examples"]:
+        raise ValueError(f"{len(dataset)} examples, meta.json says {meta['examples']}")
     fields = ("records", "skips", "examples", "truncated", "trained_tokens")
     return TrainData(
         dataset.with_format("numpy"), path, hit, **{name: meta[name] for name in fields}
     )
+
+
+def load_tokenized(path: Path, *, hit: bool = True) -> TrainData | None:
+    """The cache at `path`, memory-mapped; None when there is none (or it is unreadable)."""
+    if not (path / META_FILE).is_file():
+        return None
+    try:
+        return _open_cache(path, hit)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"ignoring unreadable tokenized cache {path}: {exc}", file=sys.stderr)
+        return None
 
 
 def _temporary_dir(path: Path) -> Path:
@@ -256,16 +261,16 @@ def build_tokenized(
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(tmp, path)
-        except OSError:  # another run published the same examples first: use theirs
-            if not (path / META_FILE).is_file():
-                raise
+        except OSError:  # a cache is there: another run's, published first, or unreadable
+            try:
+                _open_cache(path, hit=False)  # the same examples: use theirs
+            except (OSError, ValueError, KeyError):
+                shutil.rmtree(path)
+                os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    built = load_tokenized(path, hit=False)
-    if built is None:
-        raise RuntimeError(f"the tokenized cache just written to {path} cannot be read")
-    return built
+    return _open_cache(path, hit=False)
 
 
 def prepare_train_data(
