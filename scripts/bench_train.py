@@ -13,6 +13,11 @@ process's peak resident set), on a GPU also MFU; the last line is `ratio: X`, (b
 tokens/s over (a)'s. Each recipe runs `--repeats` times, alternating, and its fastest run
 counts (machines shared with other work are noisy).
 
+`--measure data` measures the training data path's memory instead (scripts/bench_data.py):
+the peak resident set that tokenizing and holding the examples adds to a process, for the
+old in-memory Python lists (before) and the memory-mapped Arrow cache (after), on
+`--records` records (default 80,000). Last lines: `data path ratio (...): after / before`.
+
 Data: conversations built from the demo generator's sentences with a LLaVA-like length
 distribution (log-normal, median about 300 tokens, about 5% above 1,000, capped at 2,048,
 the study's maximum length, which every shape uses), template v1, about 60% of the tokens
@@ -59,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--measure",
+        choices=("throughput", "data"),
+        default="throughput",
+        help="training throughput (default), or the data path's peak memory",
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--model-shape", choices=SHAPE_NAMES, default="tiny")
     parser.add_argument("--method", choices=("full", "lora"), default="full")
@@ -68,7 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--repeats", type=int, default=2, help="runs of each recipe, alternating; the best counts"
     )
-    parser.add_argument("--records", type=int, default=None, help="default: enough for all steps")
+    parser.add_argument(
+        "--records",
+        type=int,
+        default=None,
+        help="default: enough for all steps (--measure data: 80000)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peak-tflops", type=float, default=None, help="GPU peak, for MFU")
     parser.add_argument("--workdir", default=None, help="keep the model and data here")
@@ -198,6 +214,7 @@ def run_variant(args: argparse.Namespace, setup: dict) -> dict:
     import torch
     from transformers import TrainerCallback
 
+    from sbt.train_data import load_tokenized
     from sbt.training import train
 
     cuda = args.device == "cuda"
@@ -239,8 +256,8 @@ def run_variant(args: argparse.Namespace, setup: dict) -> dict:
     embedding = clock.model.get_input_embeddings().weight.numel()
     trainable = sum(p.numel() for p in clock.model.parameters() if p.requires_grad)
     config = clock.model.config
-    with np.load(info["effective"]["tokenized_cache"]["path"]) as saved:
-        lengths = saved["lengths"].astype(np.float64)
+    cache = load_tokenized(Path(info["effective"]["tokenized_cache"]["path"]))
+    lengths = np.asarray(cache.dataset["length"], dtype=np.float64)
     if cuda:
         peak, memory_kind = torch.cuda.max_memory_allocated(), "GPU allocated"
     else:
@@ -372,6 +389,17 @@ def bench(args: argparse.Namespace, workdir: Path) -> float:
     return report(args, best)
 
 
+def bench_data_path(args: argparse.Namespace, workdir: Path) -> None:
+    """--measure data: the data path's peak memory, before and after (scripts/bench_data.py)."""
+    import bench_data
+
+    args.records = args.records or 80000
+    setup = prepare(args, workdir)
+    (workdir / "setup.json").write_text(json.dumps(setup), encoding="utf-8")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    bench_data.report(bench_data.measure(workdir, env), args.records)
+
+
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -387,12 +415,13 @@ def main(argv: list[str] | None = None) -> int:
 
         if not torch.cuda.is_available():
             raise input_error("--device", "cuda requested but no CUDA device is available")
+    run = bench_data_path if args.measure == "data" else bench
     if args.workdir:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
-        bench(args, Path(args.workdir))
+        run(args, Path(args.workdir))
     else:
         with tempfile.TemporaryDirectory(prefix="bench_train.") as tmp:
-            bench(args, Path(tmp))
+            run(args, Path(tmp))
     return 0
 
 

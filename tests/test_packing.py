@@ -1,7 +1,9 @@
 """Packing keeps the study's semantics: same loss per token, same tokens, same steps.
 
-Also the packing check on a model that leaks across samples, the tokenized cache, and the
-throughput hparams.
+Also that a packed sample cannot see its neighbour with each attention implementation
+transformers keeps packed samples apart for (the guarantee `packing: auto` relies on; a
+leaking attention fails the same measurement), when packing is on, the tokenized cache,
+and the throughput hparams.
 """
 
 from __future__ import annotations
@@ -10,27 +12,14 @@ import csv
 
 import pytest
 import torch
-from transformers import AttentionInterface, AutoModelForCausalLM
+from transformers import AttentionInterface, AutoModelForCausalLM, LlamaForCausalLM
+from transformers.utils import is_flash_attn_2_available
 
 from sbt.common import InputError
-from sbt.packing import (
-    PER_SAMPLE_SDPA,
-    PackCollator,
-    PackingError,
-    PadCollator,
-    check_packing,
-    optional_features,
-    prepare_packing,
-)
+from sbt.packing import PackCollator, PadCollator, decide_packing, optional_features
 from sbt.tokenize_chat import IGNORE_INDEX, count_trained_tokens, load_tokenizer, tokenize_records
-from sbt.training import (
-    load_tokenized,
-    parse_hparams,
-    save_tokenized,
-    tokenized_cache_key,
-    tokenized_cache_path,
-    train,
-)
+from sbt.train_data import build_tokenized, load_tokenized, tokenized_cache_path
+from sbt.training import parse_hparams, tokenized_cache_key, train
 
 FAST = {
     "max_steps": 3,
@@ -75,18 +64,12 @@ def trained_positions(batch) -> int:
 
 
 @pytest.mark.parametrize(
-    "attn, per_sample, logits_only",
-    [("sdpa", True, True), ("sdpa", True, False), ("sdpa", False, False), ("eager", False, True)],
-    ids=["sdpa-per-sample", "sdpa-per-sample-all-logits", "sdpa-block-mask", "eager-block-mask"],
+    "attn, logits_only",
+    [("sdpa", True), ("sdpa", False), ("eager", True), ("eager", False)],
+    ids=["sdpa", "sdpa-all-logits", "eager", "eager-all-logits"],
 )
-def test_packed_loss_and_gradients_equal_padded(
-    tiny_backbone, examples, attn, per_sample, logits_only
-):
+def test_packed_loss_and_gradients_equal_padded(tiny_backbone, examples, attn, logits_only):
     model = load(tiny_backbone, attn)
-    if per_sample:
-        info = prepare_packing(model, True)
-        assert info["attention"] == "sdpa per sample"
-        assert model.config._attn_implementation == PER_SAMPLE_SDPA
     features = [dict(ex) for ex in examples[:4]]
     # A trained label on a sample's first token: predicting it would need the previous
     # sample's last token, so packing must drop it exactly as a padded row never sees it.
@@ -129,24 +112,105 @@ def leaky_attention(module, query, key, value, attention_mask, dropout=0.0, scal
     return out.transpose(1, 2).contiguous(), None
 
 
-def test_check_catches_attention_across_samples(tiny_backbone):
-    good = load(tiny_backbone, "sdpa")
-    assert check_packing(good) == {"leak": 0.0, "drift": pytest.approx(0, abs=1e-5), "ok": True}
+def leak_and_drift(model, collator=None, lengths=(6, 9)) -> tuple[float, float]:
+    """Of sample B packed after sample A, relative to the logits' scale: `leak`, the largest
+    change of B's logits when A is replaced (0 when no attention crosses the boundary), and
+    `drift`, the largest difference between B packed and B run alone (rounding only)."""
+    collator = collator or PackCollator()
+    generator = torch.Generator().manual_seed(0)
+    vocab = model.get_input_embeddings().weight.shape[0]
 
+    def sample(n: int) -> dict:
+        ids = torch.randint(3, vocab, (n,), generator=generator).tolist()
+        return {"input_ids": ids, "labels": ids}
+
+    def logits(batch: dict) -> torch.Tensor:
+        device = next(model.parameters()).device
+        inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        return model(**{k: v for k, v in inputs.items() if k != "labels"}).logits.float()
+
+    first, other_first, second = sample(lengths[0]), sample(lengths[0]), sample(lengths[1])
+    model.eval()
+    with torch.no_grad():
+        packed = logits(collator([first, second]))[0, lengths[0] :]
+        replaced = logits(collator([other_first, second]))[0, lengths[0] :]
+        alone = logits(PadCollator(0)([second]))[0]
+    scale = max(1.0, alone.abs().max().item())
+    leak = (packed - replaced).abs().max().item()
+    drift = (packed - alone).abs().max().item()
+    return leak / scale, drift / scale
+
+
+ATTENTION = [
+    "sdpa",
+    "eager",
+    pytest.param(
+        "flash_attention_2",
+        marks=pytest.mark.skipif(
+            not (torch.cuda.is_available() and is_flash_attn_2_available()),
+            reason="flash-attention needs CUDA and the flash_attn package",
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("attn", ATTENTION)
+def test_packed_sample_cannot_see_its_neighbour(tiny_backbone, attn):
+    """What packing relies on: transformers keeps packed samples apart (no runtime check)."""
+    model = load(tiny_backbone, attn)
+    if attn.startswith("flash"):
+        model = model.to("cuda", torch.bfloat16)
+    leak, drift = leak_and_drift(model)
+    if attn.startswith("flash"):  # bf16 on the GPU: a leak would be of order 0.1
+        assert leak <= 1e-3 and drift <= 2e-2
+    else:
+        assert leak == 0.0 and drift <= 1e-5
+
+
+def test_the_neighbour_test_catches_leaks(tiny_backbone):
+    """The same measurement fails where attention crosses the boundary."""
     AttentionInterface.register("test_leaky", leaky_attention)
-    leaky = load(tiny_backbone, "test_leaky")
-    result = check_packing(leaky)
-    assert not result["ok"] and result["leak"] > 1e-3
-    fallback = prepare_packing(leaky, "auto")
-    assert fallback["packing"] is False and "padded batches" in fallback["message"]
-    with pytest.raises(PackingError, match="not kept apart .* set packing to false"):
-        prepare_packing(leaky, True)
+    leak, _ = leak_and_drift(load(tiny_backbone, "test_leaky"))
+    assert leak > 1e-3
+    model = load(tiny_backbone, "sdpa")
+
+    def with_mask(features):  # an attention mask of ones: no block-diagonal mask is built
+        batch = PackCollator()(features)
+        return batch | {"attention_mask": torch.ones_like(batch["input_ids"])}
+
+    assert leak_and_drift(model, with_mask)[0] > 1e-3
 
     def no_restart(features):  # concatenation with positions running on: drift
         ids = torch.tensor([[t for f in features for t in f["input_ids"]]])
         return {"input_ids": ids}
 
-    assert not check_packing(good, no_restart)["ok"]
+    assert leak_and_drift(model, no_restart)[1] > 1e-3
+
+
+class RemoteCodeLlama(LlamaForCausalLM):
+    """Stands in for a checkpoint's own modelling code (trust_remote_code)."""
+
+
+def test_when_packing_is_on(tiny_backbone, capsys):
+    model = load(tiny_backbone, "sdpa")
+    auto = decide_packing(model, "auto", "sdpa")
+    assert auto == {
+        "packing": True,
+        "attention": "block-diagonal mask",
+        "loss_logits_only": True,
+        "message": None,
+    }
+    assert decide_packing(model, "auto", "flash_attention_2")["attention"] == "varlen (cu_seq_lens)"
+    assert decide_packing(model, False, "sdpa")["packing"] is False
+    remote = RemoteCodeLlama(model.config)
+    fallback = decide_packing(remote, "auto", "sdpa")
+    assert fallback["packing"] is False
+    assert fallback["message"] == (
+        "packing: RemoteCodeLlama is not one of transformers' own models (remote code): "
+        "training with padded batches"
+    )
+    forced = decide_packing(remote, True, "sdpa")
+    assert forced["packing"] is True and "make sure its attention" in forced["message"]
 
 
 def losses(path) -> list[float]:
@@ -164,7 +228,8 @@ def test_trainer_packed_matches_padded_step_by_step(tiny_backbone, tiny_corpus, 
     assert padded["effective"]["group_by_length"] is False  # the study's order
     assert padded["effective"]["padding_fraction"] > 0
     assert packed["effective"]["packing"] is True  # "auto" on this CPU
-    assert packed["effective"]["packing_attention"] == "sdpa per sample"
+    assert packed["effective"]["packing_attention"] == "block-diagonal mask"
+    assert packed["effective"]["attn_implementation"] == "sdpa"
     assert packed["effective"]["loss_logits_only"] is True
     assert packed["effective"]["padding_fraction"] == 0
     assert packed["global_step"] == padded["global_step"] == 3
@@ -177,8 +242,6 @@ def test_trainer_packed_matches_padded_step_by_step(tiny_backbone, tiny_corpus, 
     a, b = load_file(tmp_path / "padded" / name), load_file(tmp_path / "packed" / name)
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5), key
-    config = next((tmp_path / "packed").glob("*config.json")).read_text()
-    assert PER_SAMPLE_SDPA not in config  # the saved model loads anywhere
 
 
 def test_length_grouped_batches_when_asked(tiny_backbone, tiny_corpus, tmp_path):
@@ -188,7 +251,7 @@ def test_length_grouped_batches_when_asked(tiny_backbone, tiny_corpus, tmp_path)
     assert info["effective"]["group_by_length"] is True and info["global_step"] == 2
 
 
-def test_tokenized_cache_is_reused_and_keyed(tiny_backbone, tiny_corpus, examples, tmp_path):
+def test_tokenized_cache_is_reused_and_keyed(tiny_backbone, tiny_corpus, tiny_records, tmp_path):
     tokenizer, _ = load_tokenizer(str(tiny_backbone), "v1", 256)
     key = tokenized_cache_key("d" * 64, tokenizer, "v1", 256)
     assert key == tokenized_cache_key("d" * 64, tokenizer, "v1", 256)
@@ -196,8 +259,15 @@ def test_tokenized_cache_is_reused_and_keyed(tiny_backbone, tiny_corpus, example
     assert key != tokenized_cache_key("d" * 64, tokenizer, "llama_2", 256)
     assert key != tokenized_cache_key("e" * 64, tokenizer, "v1", 256)
     path = tokenized_cache_path(tmp_path, key)
-    save_tokenized(path, examples, 41, {"empty_message": 1})
-    assert load_tokenized(path) == (examples, 41, {"empty_message": 1})
+    built = build_tokenized(path, tiny_corpus, tokenizer, "v1", 256, 0.01)
+    loaded = load_tokenized(path)
+    assert (built.hit, loaded.hit) == (False, True)
+    expected, skips = tokenize_records(tiny_records, tokenizer, "v1", 256)
+    rows = loaded.dataset[:]
+    assert [ids.tolist() for ids in rows["input_ids"]] == [ex["input_ids"] for ex in expected]
+    assert [labels.tolist() for labels in rows["labels"]] == [ex["labels"] for ex in expected]
+    assert (loaded.records, loaded.skips, loaded.examples) == (300, skips, len(expected))
+    assert loaded.trained_tokens == count_trained_tokens(expected)
 
     cache = tmp_path / "cache"
     hparams = FAST | {"max_steps": 1, "tokenized_cache_dir": str(cache)}
@@ -205,7 +275,8 @@ def test_tokenized_cache_is_reused_and_keyed(tiny_backbone, tiny_corpus, example
     second = train(str(tiny_backbone), "v1", "full", tiny_corpus, tmp_path / "b", hparams)
     assert first["effective"]["tokenized_cache"]["hit"] is False
     assert second["effective"]["tokenized_cache"]["hit"] is True
-    assert len(list(cache.glob("tokenized-*.npz"))) == 1
+    (entry,) = cache.iterdir()  # one complete cache, nothing half-written beside it
+    assert entry.name.startswith("tokenized-") and (entry / "meta.json").is_file()
     assert second["trained_tokens"] == first["trained_tokens"]
     assert losses(tmp_path / "b") == losses(tmp_path / "a")
 
@@ -254,6 +325,6 @@ def test_bench_runs_both_recipes_and_prints_the_ratio(tmp_path, capsys):
     assert bench_main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[2].startswith("(a) study: padded batches: padded, attention sdpa: ")
-    assert lines[3].startswith("(b) default: packing auto: packed (sdpa per sample)")
+    assert lines[3].startswith("(b) default: packing auto: packed (block-diagonal mask), ")
     assert "padding 0.0%" in lines[3] and "MFU" not in lines[3]
     assert lines[-1].startswith("ratio: ") and float(lines[-1].split()[1]) > 0

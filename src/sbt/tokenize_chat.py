@@ -57,17 +57,22 @@ def load_records(path: str | Path) -> list[dict]:
     if not isinstance(records, list):
         raise input_error(path, "expected a JSON list of records")
     for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise input_error(path, "record must be an object", index=index)
-        if not isinstance(record.get("conversations"), list):
-            raise input_error(
-                path,
-                "missing or not a list",
-                index=index,
-                record_id=record.get("id"),
-                field="conversations",
-            )
+        check_record(record, index, path)
     return records
+
+
+def check_record(record: object, index: int, path: str | Path) -> None:
+    """InputError naming `path` and the record unless it is an object with conversations."""
+    if not isinstance(record, dict):
+        raise input_error(path, "record must be an object", index=index)
+    if not isinstance(record.get("conversations"), list):
+        raise input_error(
+            path,
+            "missing or not a list",
+            index=index,
+            record_id=record.get("id"),
+            field="conversations",
+        )
 
 
 def setup_tokenizer(tokenizer, template: Template | str, max_length: int) -> bool:
@@ -234,12 +239,14 @@ def tokenize_records(
     max_length: int,
     *,
     source: str | Path = "<records>",
+    first_index: int = 0,
 ) -> tuple[list[dict], dict[str, int]]:
     """Tokenize records for training.
 
     Returns `(examples, skip_counts)`: examples are `{"id", "input_ids", "labels",
     "truncated"}` in record order; skip_counts maps each reason in SKIP_REASONS to a count.
-    A malformed conversation raises InputError naming `source`, the record and the field.
+    A malformed conversation raises InputError naming `source`, the record and the field;
+    `first_index` is the index in `source` of `records[0]` (for a slice of the file).
     """
     template = as_template(template)
     skips: Counter[str] = Counter({reason: 0 for reason in SKIP_REASONS})
@@ -252,7 +259,11 @@ def tokenize_records(
             continue
         except ConversationError as exc:
             raise input_error(
-                source, str(exc), index=index, record_id=record.get("id"), field=exc.field
+                source,
+                str(exc),
+                index=first_index + index,
+                record_id=record.get("id"),
+                field=exc.field,
             ) from None
         if not prompt.trained_spans:
             skips[SKIP_NO_ASSISTANT_MESSAGE] += 1

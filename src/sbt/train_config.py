@@ -228,10 +228,12 @@ class TrainConfig:
         "Padding-free batches: the samples of each batch concatenated into one row, each"
         " attending only to itself (position ids restart per sample, labels shifted per"
         " sample); the same samples per micro-batch, in the same order, with the same loss"
-        ' per trained token as padding. `"auto"`: packs when a check on the loaded model'
-        " shows that packed samples stay apart, else padded batches; `true`: required (fails"
-        " if the check does); `false`: pad every batch to its longest sample, as the study"
-        ' did (see `docs/training.md`, "Throughput").',
+        ' per trained token as padding. `"auto"`: packs for transformers\' own model classes'
+        " (sdpa and eager attention mask packed samples block-diagonally, flash_attention_2"
+        " runs them varlen), pads for a checkpoint's remote code; `true`: always packs"
+        " (remote code: only if its attention honours the restarting position ids);"
+        " `false`: pad every batch to its longest sample, as the study did (see"
+        ' `docs/training.md`, "Throughput").',
         choices=BOOL_OR_AUTO,
     )
     group_by_length: bool | str = setting(
@@ -259,10 +261,11 @@ class TrainConfig:
     )
     tokenized_cache_dir: str | None = setting(
         None,
-        "Directory of tokenized examples, one file per sha256 of data, tokenizer, template,"
-        " `model_max_length` and labelling code, reused by every later run that agrees on"
+        "Directory of tokenized examples, one memory-mapped Arrow dataset per sha256 of"
+        " data, tokenizer, template, `model_max_length` and labelling code, built once by"
+        " global rank 0, read by every rank and reused by every later run that agrees on"
         " them (full and LoRA share it; e.g. `results/cache/tokenized`). `null`: inside the"
-        " run's checkpoint directory, so only a rerun after a crash reuses it.",
+        " run's checkpoint directory, so only reruns of the same output reuse it.",
         resume_safe=True,
     )
     save_dtype: str = setting(

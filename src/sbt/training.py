@@ -1,13 +1,14 @@
 """The study's fine-tuning recipe (full or LoRA) as one function, `train`.
 
-What it does, in order: resolve the template (once; the `Template` object goes down to the
-labels) and the hyperparameters (`sbt.train_config.TrainConfig`, the study's defaults); set
-up the tokenizer as the study did; tokenize the data with assistant-only labels
-(`sbt.tokenize_chat`, or the tokenized cache), refusing to go on if more than
-`max_skipped_fraction` of the records had to be skipped; load the backbone (safetensors
-where possible); decide how batches are built (`sbt.packing`: each batch's samples packed
-into one padding-free row where a check shows the model keeps them apart, else padded);
-wrap it in LoRA for `method="lora"`; run transformers' Trainer; save.
+What it does, in order: take the settings (a `sbt.train_config.TrainConfig`: the study's
+defaults, checked and typed) and the template (looked up once, the object passed down); set up the tokenizer as the study did; check what the machine and launch give and build
+the TrainingArguments; prepare the data (`sbt.train_data`: assistant-only labels by
+`sbt.tokenize_chat`, tokenized once into a memory-mapped Arrow cache that every rank
+reads), refusing to go on if more than `max_skipped_fraction` of the records had to be
+skipped; make the checkpoint directory ready; load the backbone (safetensors where
+possible); decide how batches are built (`sbt.packing`: each batch's samples packed into
+one padding-free row where transformers keeps them apart, else padded); wrap it in LoRA
+for `method="lora"`; run transformers' Trainer; save.
 
 Outputs: the finished model directory appears only complete. Checkpoints go to the
 sibling `<output>.checkpoints/`; a killed job started again with the same arguments
@@ -27,40 +28,34 @@ off (said on stderr and recorded under `effective` in training_info.json).
 from __future__ import annotations
 
 import csv
-import hashlib
-import importlib.util
 import json
 import math
 import os
 import shutil
 import sys
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
-
-from sbt.common import atomic_path, input_error, provenance, write_json
-from sbt.packing import (
-    PackCollator,
-    PackingError,
-    PadCollator,
-    choose_attention,
-    optional_features,
-    prepare_packing,
-)
-from sbt.scale import fsdp_config_for
+from sbt.common import input_error, provenance, write_json
 from sbt.settings import SettingError
-from sbt.templates import Template, as_template
-from sbt.tokenize_chat import (
-    count_trained_tokens,
-    load_records,
-    load_tokenizer,
-    skip_summary,
-    tokenize_records,
-)
+from sbt.templates import as_template
+from sbt.tokenize_chat import load_tokenizer
 from sbt.train_config import TrainConfig
+from sbt.train_data import (
+    file_sha256,
+    prepare_train_data,
+    tokenized_cache_key,  # noqa: F401  (re-exported; tests use it)
+)
+from sbt.train_setup import (
+    cast_saved_weights,
+    choose_batches,
+    load_backbone,
+    machine_settings,
+    padding_fraction,
+    training_arguments,
+    wrap_lora,
+)
 
 METHODS = ("full", "lora")
 
@@ -111,97 +106,6 @@ def gradient_accumulation(hp: TrainConfig | Mapping, world_size: int) -> int:
 def checkpoints_dir(output: str | Path) -> Path:
     output = Path(output)
     return output.with_name(output.name + CHECKPOINTS_SUFFIX)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-TOKENIZED_CACHE_VERSION = 1
-_LABELLING_CODE = ("tokenize_chat.py", "templates.py")  # a change here invalidates caches
-
-
-def tokenized_cache_key(
-    data_sha256: str, tokenizer, template: Template | str, max_length: int
-) -> str:
-    """sha256 of everything the tokenized examples depend on.
-
-    The data file, the tokenizer as set up (its full JSON, special tokens, chat template),
-    the template (by name), the truncation length, and the source of the labelling code.
-    """
-    code = Path(__file__).parent
-    parts = {
-        "version": TOKENIZED_CACHE_VERSION,
-        "data": data_sha256,
-        "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
-        "special": [str(t) for t in tokenizer.all_special_tokens] + [str(tokenizer.pad_token)],
-        "chat_template": getattr(tokenizer, "chat_template", None),
-        "template": as_template(template).name,
-        "max_length": max_length,
-        "code": [file_sha256(code / name) for name in _LABELLING_CODE],
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
-def tokenized_cache_path(cache_dir: str | Path, key: str) -> Path:
-    return Path(cache_dir) / f"tokenized-{key}.npz"
-
-
-def save_tokenized(path: Path, examples: list[dict], records: int, skips: dict) -> None:
-    """Write examples as flat int32 arrays plus lengths (atomically: readers never see half)."""
-    lengths = np.array([len(ex["input_ids"]) for ex in examples], dtype=np.int64)
-    meta = {"ids": [ex["id"] for ex in examples], "records": records, "skips": skips}
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(
-            fh,
-            input_ids=np.fromiter(
-                (t for ex in examples for t in ex["input_ids"]), np.int32, lengths.sum()
-            ),
-            labels=np.fromiter(
-                (t for ex in examples for t in ex["labels"]), np.int32, lengths.sum()
-            ),
-            lengths=lengths,
-            truncated=np.array([ex["truncated"] for ex in examples], dtype=bool),
-            meta=np.array(json.dumps(meta)),
-        )
-
-
-def load_tokenized(path: Path) -> tuple[list[dict], int, dict]:
-    """(examples, records, skips) as save_tokenized wrote them."""
-    with np.load(path) as saved:
-        meta = json.loads(str(saved["meta"]))
-        bounds = np.concatenate([[0], np.cumsum(saved["lengths"])])
-        input_ids, labels = saved["input_ids"], saved["labels"]
-        examples = [
-            {
-                "id": record_id,
-                "input_ids": input_ids[start:end].tolist(),
-                "labels": labels[start:end].tolist(),
-                "truncated": bool(truncated),
-            }
-            for record_id, start, end, truncated in zip(
-                meta["ids"], bounds[:-1], bounds[1:], saved["truncated"], strict=True
-            )
-        ]
-    return examples, meta["records"], meta["skips"]
-
-
-class _Examples:
-    """A map-style dataset over tokenized examples (only what the model consumes)."""
-
-    def __init__(self, examples: list[dict]) -> None:
-        self.examples = examples
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, index: int) -> dict:
-        example = self.examples[index]
-        return {"input_ids": example["input_ids"], "labels": example["labels"]}
 
 
 def _clock(seconds: float | None) -> str:
@@ -257,37 +161,6 @@ def _callbacks():
     return [StopOnNonFiniteLoss(), StderrProgress()]
 
 
-def _load_model(
-    model_path: str,
-    dtype: str,
-    trust_remote_code: bool,
-    attn_implementation: str | None,
-    allow_pickle_weights: bool = False,
-):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    kwargs = {
-        "dtype": "auto" if dtype == "auto" else getattr(torch, dtype),
-        "trust_remote_code": trust_remote_code,
-        "attn_implementation": attn_implementation,
-    }
-    try:
-        return AutoModelForCausalLM.from_pretrained(model_path, use_safetensors=True, **kwargs)
-    except OSError as exc:
-        # Pickled (.bin) weights can run code when loaded: only where the config says so.
-        if not allow_pickle_weights:
-            raise input_error(
-                model_path,
-                f"cannot load safetensors weights ({exc}); if this model only ships pickled"
-                " .bin weights and you trust it, set allow_pickle_weights: true for it",
-            ) from None
-    try:
-        return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
-    except OSError as exc:
-        raise input_error(model_path, f"cannot load model: {exc}") from None
-
-
 def _complete_checkpoints(work: Path) -> list[Path]:
     """Checkpoints whose trainer_state.json was written (the Trainer writes it last)."""
     found = []
@@ -315,10 +188,13 @@ def signature_changes(previous: dict, current: dict) -> str:
     return ", ".join(f"{k}: {json.dumps(old.get(k))} -> {json.dumps(new.get(k))}" for k in changed)
 
 
-def _move_aside(work: Path, why: str) -> None:
+def _move_aside(work: Path, why: str, keep: Path) -> None:
     """Keep another run's checkpoints (nothing is lost) out of this run's way."""
     stale = work.with_name(f"{work.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
     os.replace(work, stale)
+    work.mkdir()
+    if keep.parent == work and (stale / keep.name).exists():  # this run's tokenized data
+        os.replace(stale / keep.name, keep)
     print(
         f"moved checkpoints of a different run ({why}) aside to {stale}; delete it when it is "
         "no longer needed",
@@ -326,297 +202,58 @@ def _move_aside(work: Path, why: str) -> None:
     )
 
 
-def _prepare_work_dir(work: Path, signature: dict, resume: str) -> Path | None:
-    """Make the checkpoint directory ready; return the checkpoint to resume from, if any."""
+def _prepare_work_dir(work: Path, signature: dict, resume: str, keep: Path) -> Path | None:
+    """Make the checkpoint directory ready; return the checkpoint to resume from, if any.
+
+    `keep` (this run's tokenized data, when it lies in `work`) survives a fresh start.
+    """
     signature_file = work / RUN_SIGNATURE
     if work.exists() and resume == "auto" and signature_file.is_file():
         previous = json.loads(signature_file.read_text(encoding="utf-8"))
         if previous == signature:
             checkpoints = _complete_checkpoints(work)
             for path in work.iterdir():  # half-written checkpoints and a half-saved result
-                if path.is_dir() and path not in checkpoints:
+                if path.is_dir() and path not in checkpoints and path != keep:
                     shutil.rmtree(path)
             return checkpoints[-1] if checkpoints else None
-        _move_aside(work, signature_changes(previous, signature))  # then start afresh
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+        _move_aside(work, signature_changes(previous, signature), keep)  # then start afresh
+    work.mkdir(parents=True, exist_ok=True)
+    for path in work.iterdir():
+        if path == keep:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     write_json(signature_file, signature)
     return None
 
 
-def _load_cached(path: Path) -> tuple[list[dict], int, dict] | None:
-    """A tokenized cache file's content, or None when there is none (or it is unreadable)."""
-    if not path.is_file():
-        return None
-    try:
-        return load_tokenized(path)
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"ignoring unreadable tokenized cache {path}: {exc}", file=sys.stderr)
-        return None
-
-
-def _padding_fraction(batches: list[tuple[int, int]]) -> float | None:
-    """Share of computed positions that were padding, over the batches built this session."""
-    positions = sum(p for _, p in batches)
-    return round(1 - sum(t for t, _ in batches) / positions, 4) if positions else None
-
-
-def _cast_saved_weights(model_dir: Path, dtype: str) -> None:
-    """Rewrite a saved model's floating-point weights in `dtype`, shard by shard.
-
-    Training keeps float32 master weights (bf16 only autocasts the compute), so the Trainer
-    saves float32; the study's checkpoints are bf16 (about 13.5 GB for 7B, half the size).
-    """
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    target = getattr(torch, dtype)
-    for shard in sorted(model_dir.glob("*.safetensors")):
-        tensors = {
-            name: t.to(target) if t.is_floating_point() else t
-            for name, t in load_file(str(shard)).items()
-        }
-        save_file(tensors, str(shard), metadata={"format": "pt"})
-
-
-def _loss_rows(log_history: list[dict]) -> list[dict]:
-    return [
-        {"step": e["step"], "loss": e["loss"], "learning_rate": e.get("learning_rate")}
-        for e in log_history
-        if "loss" in e
-    ]
-
-
-def train(
-    model: str,
-    template: Template | str,
-    method: str,
-    data: str | Path,
-    output: str | Path,
-    hparams: TrainConfig | Mapping | None = None,
-    *,
-    extra_callbacks: Sequence = (),
-) -> dict:
-    """Fine-tune `model` on `data` and write the result to `output`; return training_info.
-
-    `template` is a Template or its name; `hparams` a TrainConfig or overrides of its defaults.
-    `extra_callbacks` are added to the Trainer's. Raises InputError for bad input and
-    NonFiniteLossError when the loss diverges.
-    """
-    import torch
-    import transformers
-    from transformers import PrinterCallback, Trainer, TrainingArguments
-    from transformers.utils import is_torch_tf32_available
-    from transformers.utils import logging as hf_logging
-
-    if method not in METHODS:
-        raise input_error("--method", f"must be one of {', '.join(METHODS)}")
-    try:  # the one lookup: the Template object goes down to the labels
-        spec = as_template(template)
-    except ValueError as exc:
-        raise input_error("--template", str(exc)) from None
-    hp = as_config(hparams)
-    resume = hp.resume
-    output = Path(output)
-    work = checkpoints_dir(output)
-    hf_logging.disable_progress_bar()
-
-    # Tokenizer and data first: bad data should fail before a 7B model is loaded.
-    tokenizer, added_tokens = load_tokenizer(
-        model,
-        spec,
-        hp.model_max_length,
-        trust_remote_code=hp.trust_remote_code,
-        legacy=hp.tokenizer_legacy,
-    )
-    data_sha256 = file_sha256(data)
-    cache = tokenized_cache_path(
-        hp.tokenized_cache_dir or work,
-        tokenized_cache_key(data_sha256, tokenizer, spec, hp.model_max_length),
-    )
-    cached = _load_cached(cache)
-    if cached:
-        examples, n_records, skips = cached
-        print(f"tokenized examples from {cache}", file=sys.stderr)
-    else:
-        records = load_records(data)
-        examples, skips = tokenize_records(
-            records, tokenizer, spec, hp.model_max_length, source=data
-        )
-        n_records = len(records)
-        del records
-    skipped = sum(skips.values())
-    if not examples:
-        raise input_error(data, f"no trainable record ({skip_summary(skips)})")
-    if skipped > hp.max_skipped_fraction * n_records:
-        raise input_error(
-            data,
-            f"{skipped} of {n_records} records skipped ({skip_summary(skips)}), more than "
-            f"max_skipped_fraction={hp.max_skipped_fraction}",
-        )
-    if skipped:
-        print(f"skipped {skipped} of {n_records} records: {skip_summary(skips)}", file=sys.stderr)
-
-    if hp.deepspeed and not Path(hp.deepspeed).is_file():
-        raise input_error(hp.deepspeed, "DeepSpeed config file not found", field="deepspeed")
-    if hp.deepspeed and importlib.util.find_spec("deepspeed") is None:
-        raise input_error(
-            hp.deepspeed, "needs DeepSpeed (pip install deepspeed)", field="deepspeed"
-        )
-    fsdp_config = (
-        fsdp_config_for(
-            model,
-            gradient_checkpointing=hp.gradient_checkpointing,
-            trust_remote_code=hp.trust_remote_code,
-        )
-        if hp.fsdp
-        else None
-    )
-
-    cuda = torch.cuda.is_available()
-    attn_implementation, attn_message = choose_attention(hp.attn_implementation, cuda)
-    speedups, messages = optional_features(hp.to_dict(), cuda)
-    effective = {
-        "device": "cuda" if cuda else "cpu",
-        "bf16": hp.bf16 and cuda and torch.cuda.is_bf16_supported(),
-        "tf32": hp.tf32 and cuda and is_torch_tf32_available(),
-        **speedups,
-    }
-    for key in ("bf16", "tf32"):
-        if getattr(hp, key) and not effective[key]:
-            print(f"{key} is not available on this machine: training without it", file=sys.stderr)
-    for message in (attn_message, *messages):
-        if message:
-            print(message, file=sys.stderr)
-
-    accumulation = gradient_accumulation(hp, int(os.environ.get("WORLD_SIZE", "1")))
-    args = TrainingArguments(
-        output_dir=str(work),
-        per_device_train_batch_size=hp.per_device_train_batch_size,
-        gradient_accumulation_steps=accumulation,
-        num_train_epochs=hp.num_train_epochs,
-        max_steps=hp.max_steps,
-        learning_rate=hp.learning_rate,
-        lr_scheduler_type=hp.lr_scheduler_type,
-        warmup_steps=hp.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        weight_decay=hp.weight_decay,
-        max_grad_norm=hp.max_grad_norm,  # DeepSpeed's "auto" gradient_clipping takes it too
-        average_tokens_across_devices=hp.loss_averaging == "token",
-        bf16=effective["bf16"],
-        tf32=True if effective["tf32"] else None,
-        activation_checkpointing=hp.gradient_checkpointing and not fsdp_config,  # FSDP does it
-        seed=hp.seed,
-        logging_steps=hp.logging_steps,
-        logging_nan_inf_filter=False,  # a NaN loss must be seen, not averaged away
-        save_strategy="steps",
-        save_steps=hp.save_steps,
-        save_total_limit=hp.save_total_limit,
-        deepspeed=hp.deepspeed,
-        fsdp=hp.fsdp,
-        fsdp_config=dict(fsdp_config) if fsdp_config else None,
-        torch_compile=effective["torch_compile"],
-        use_liger_kernel=effective["use_liger_kernel"],
-        use_cpu=not cuda,
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        report_to="none",
-        disable_tqdm=True,
-        use_cache=False,
-    )
-    if fsdp_config and args.parallel_mode.value != "distributed":  # the Trainer would crash later
-        raise input_error(
-            "--hparams", "needs a distributed launch: torchrun --nproc_per_node=N", field="fsdp"
-        )
-    is_main = args.process_index == 0
-    signature = {
-        "model": str(model),
-        "template": spec.name,
-        "method": method,
-        "data_sha256": data_sha256,
-        "hparams": hp.signature(method),
-    }
+def _prepare_checkpoints(args, work: Path, signature: dict, resume: str, keep: Path):
+    """The checkpoint directory made ready; the checkpoint to resume from, or None."""
     # Global rank 0 first, on every node (local=False): the checkpoint directory is on the
     # shared file system, and another node must not read it while rank 0 moves it aside.
     with args.main_process_first(local=False, desc="checkpoint directory"):
-        if is_main:
-            resume_from = _prepare_work_dir(work, signature, resume)
+        if args.process_index == 0:
+            resume_from = _prepare_work_dir(work, signature, resume, keep)
         else:
             checkpoints = _complete_checkpoints(work)
             resume_from = checkpoints[-1] if checkpoints and resume == "auto" else None
     if resume_from:
         print(f"resuming from {resume_from}", file=sys.stderr)
-    if is_main and not cache.is_file():  # also after resume "never" emptied the directory
-        save_tokenized(cache, examples, n_records, skips)
+    return resume_from
 
-    transformers.set_seed(hp.seed)  # LoRA matrices are initialised randomly
-    network = _load_model(
-        model,
-        hp.dtype,
-        hp.trust_remote_code,
-        attn_implementation,
-        allow_pickle_weights=hp.allow_pickle_weights,
-    )
-    if added_tokens:
-        network.resize_token_embeddings(len(tokenizer))  # new rows: mean of the old ones
-    network.config.use_cache = False
-    # Packing: one padding-free row per batch of the same samples, where this model keeps
-    # packed samples apart (checked on the model); otherwise padded batches.
-    effective["attn_implementation"] = network.config._attn_implementation
-    try:
-        packing = prepare_packing(network, hp.packing)
-    except PackingError as exc:
-        raise input_error(model, str(exc), field="packing") from None
-    if packing["message"]:
-        print(packing["message"], file=sys.stderr)
-    group_by_length = hp.group_by_length
-    if group_by_length == "auto":  # the fallback when packing was wanted but is not possible
-        group_by_length = hp.packing == "auto" and not packing["packing"]
-    if group_by_length:
-        args.train_sampling_strategy = "group_by_length"
-    # Output layer only where the loss needs it, unless Liger's fused loss does that itself.
-    logits_only = packing["loss_logits_only"] and not effective["use_liger_kernel"]
-    collator = (
-        PackCollator(loss_logits_only=logits_only)
-        if packing["packing"]
-        else PadCollator(tokenizer.pad_token_id)
-    )
-    effective |= {
-        "packing": packing["packing"],
-        "packing_attention": packing["attention"],
-        "packing_check": packing["check"],
-        "loss_logits_only": packing["packing"] and logits_only,
-        "group_by_length": group_by_length,
-        "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "global_batch_size": hp.per_device_train_batch_size
-        * args.gradient_accumulation_steps
-        * args.world_size,
-        "tokenized_cache": {"path": str(cache), "hit": bool(cached)},
-    }
-    if method == "lora":
-        from peft import LoraConfig, get_peft_model
 
-        lora = hp.lora
-        config = LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            bias=lora.bias,
-            target_modules=lora.target_modules,
-            task_type="CAUSAL_LM",
-        )
-        with warnings.catch_warnings():  # peft still asks transformers' deprecated name
-            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
-            network = get_peft_model(network, config)
-        if hp.gradient_checkpointing:
-            network.enable_input_require_grads()
+def _run_trainer(network, args, dataset, collator, callbacks, hp: dict, resume_from, work):
+    """Train; a diverged run's checkpoints are deleted (a rerun then starts afresh)."""
+    from transformers import PrinterCallback, Trainer
 
     trainer = Trainer(
         model=network,
         args=args,
-        train_dataset=_Examples(examples),
+        train_dataset=dataset,
         data_collator=collator,
-        callbacks=[*_callbacks(), *extra_callbacks],
+        callbacks=[*_callbacks(), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)
     if hp.loss_averaging == "micro_batch":
@@ -629,45 +266,31 @@ def train(
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except NonFiniteLossError:
         # Resuming a diverged run would only diverge again: let a rerun start afresh.
-        if is_main:
+        if args.process_index == 0:
             shutil.rmtree(work, ignore_errors=True)
         raise
+    return trainer
 
+
+def _loss_rows(log_history: list[dict]) -> list[dict]:
+    return [
+        {"step": e["step"], "loss": e["loss"], "learning_rate": e.get("learning_rate")}
+        for e in log_history
+        if "loss" in e
+    ]
+
+
+def _save_outputs(trainer, network, tokenizer, info: dict, hp: dict, work: Path, output: Path):
+    """Rank 0: the finished model (or adapter) with training_info.json and loss.csv moved
+    into place as `output`, then the checkpoints deleted. The others wait for it."""
     final = work / "final"
     trainer.save_model(str(final))
-    info = provenance(
-        base_model=str(model),
-        template=spec.name,
-        method=method,
-        data=str(data),
-        data_sha256=signature["data_sha256"],
-        hparams=hp.params(method),
-        effective=effective
-        | {
-            "world_size": args.world_size,
-            "distributed": trainer.accelerator.distributed_type.value,
-            "fsdp_config": fsdp_config,
-            "padding_fraction": _padding_fraction(collator.batches),
-        },
-        seed=hp.seed,
-        records=n_records,
-        examples=len(examples),
-        skipped=skips,
-        truncated=sum(ex["truncated"] for ex in examples),
-        trained_tokens=count_trained_tokens(examples),
-        global_step=trainer.state.global_step,
-        epoch=trainer.state.epoch,
-        final_loss=next(
-            (row["loss"] for row in reversed(_loss_rows(trainer.state.log_history))), None
-        ),
-        resumed_from=resume_from.name if resume_from else None,
-    )
-    if is_main:
+    if trainer.args.process_index == 0:
         (final / "training_args.bin").unlink(missing_ok=True)  # pickled; the JSON says it all
-        if method == "full":
+        if info["method"] == "full":
             network.config.use_cache = True
             if hp.save_dtype != "auto":
-                _cast_saved_weights(final, hp.save_dtype)
+                cast_saved_weights(final, hp.save_dtype)
                 network.config.dtype = hp.save_dtype
             network.config.save_pretrained(final)
             tokenizer.save_pretrained(final)
@@ -681,4 +304,109 @@ def train(
         os.replace(final, output)
         shutil.rmtree(work)
     trainer.accelerator.wait_for_everyone()
+
+
+def train(
+    model: str,
+    template: str,
+    method: str,
+    data: str | Path,
+    output: str | Path,
+    hparams: TrainConfig | dict | None = None,
+    *,
+    extra_callbacks: Sequence = (),
+) -> dict:
+    """Fine-tune `model` on `data` and write the result to `output`; return training_info.
+
+    `hparams`: a TrainConfig, or overrides of its defaults. `extra_callbacks` are added to the Trainer's.
+    Raises InputError for bad input and NonFiniteLossError when the loss diverges.
+    """
+    from transformers.utils import logging as hf_logging
+
+    if method not in METHODS:
+        raise input_error("--method", f"must be one of {', '.join(METHODS)}")
+    config = as_config(hparams)
+    hp = config  # every setting, typed (sbt.train_config)
+    spec = as_template(template)  # looked up once; the object goes down to the labels
+    output = Path(output)
+    work = checkpoints_dir(output)
+    hf_logging.disable_progress_bar()
+
+    # Tokenizer and data first: bad data should fail before a 7B model is loaded.
+    tokenizer, added_tokens = load_tokenizer(
+        model,
+        spec,
+        hp.model_max_length,
+        trust_remote_code=hp.trust_remote_code,
+        legacy=hp.tokenizer_legacy,
+    )
+    data_sha256 = file_sha256(data)
+    runtime = machine_settings(hp, model)
+    accumulation = gradient_accumulation(hp, int(os.environ.get("WORLD_SIZE", "1")))
+    args = training_arguments(hp, work, runtime, accumulation)
+    examples = prepare_train_data(
+        args,
+        data,
+        data_sha256,
+        tokenizer,
+        spec,
+        hp.model_max_length,
+        cache_dir=hp.tokenized_cache_dir or work,
+        max_skipped_fraction=hp.max_skipped_fraction,
+    )
+    for message in runtime["messages"]:  # once the data is known to be good
+        print(message, file=sys.stderr)
+    own = hp.params(method)  # recorded
+    signature = {
+        "model": str(model),
+        "template": spec.name,
+        "method": method,
+        "data_sha256": data_sha256,
+        "hparams": hp.signature(method),
+    }
+    resume_from = _prepare_checkpoints(args, work, signature, hp.resume, examples.path)
+
+    network = load_backbone(
+        model, hp, runtime["attn_implementation"], len(tokenizer) if added_tokens else None
+    )
+    collator = choose_batches(network, hp, args, runtime, tokenizer.pad_token_id)
+    if method == "lora":
+        network = wrap_lora(network, hp.lora, hp.gradient_checkpointing)
+    trainer = _run_trainer(
+        network, args, examples.dataset, collator, extra_callbacks, hp, resume_from, work
+    )
+
+    info = provenance(
+        base_model=str(model),
+        template=spec.name,
+        method=method,
+        data=str(data),
+        data_sha256=data_sha256,
+        hparams=own,
+        effective=runtime["effective"]
+        | {
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "global_batch_size": hp.per_device_train_batch_size
+            * args.gradient_accumulation_steps
+            * args.world_size,
+            "tokenized_cache": {"path": str(examples.path), "hit": examples.hit},
+            "world_size": args.world_size,
+            "distributed": trainer.accelerator.distributed_type.value,
+            "fsdp_config": runtime["fsdp_config"],
+            "padding_fraction": padding_fraction(collator.batches),
+        },
+        seed=hp.seed,
+        records=examples.records,
+        examples=examples.examples,
+        skipped=examples.skips,
+        truncated=examples.truncated,
+        trained_tokens=examples.trained_tokens,
+        global_step=trainer.state.global_step,
+        epoch=trainer.state.epoch,
+        final_loss=next(
+            (row["loss"] for row in reversed(_loss_rows(trainer.state.log_history))), None
+        ),
+        resumed_from=resume_from.name if resume_from else None,
+    )
+    _save_outputs(trainer, network, tokenizer, info, hp, work, output)
     return info
