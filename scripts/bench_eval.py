@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-COPIED = ("workflow", "scripts", "config", "profiles", "resources", "envs", "requirements.txt")
+from sbt.demo import copy_checkout
+
 EVAL_RULES = ("evaluate_base", "evaluate_run", "evaluate_external")
 SAME = ("metrics", "results", "n_samples", "n_shot", "versions", "config")
 TARGET = 0.40  # the per-run unit's summed evaluation time, as a share of the per-benchmark one
@@ -34,17 +34,6 @@ TARGET = 0.40  # the per-run unit's summed evaluation time, as a share of the pe
 
 def log(message: str) -> None:
     print(f"[bench_eval] {message}", file=sys.stderr, flush=True)
-
-
-def copy_repo(dest: Path) -> Path:
-    dest.mkdir(parents=True)
-    for name in COPIED:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / name)
-    return dest
 
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None) -> float:
@@ -119,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="sbt-bench-eval-") as tmp:
         root = args.keep or Path(tmp)
-        base = copy_repo(root / "trained")
+        base = copy_checkout(root / "trained")
         log(f"building and training the demo models in {base}")
         omit = ("--omit-from", *EVAL_RULES)
         snakemake(base, "--cores", args.cores, *omit, env={"HF_DATASETS_CACHE": str(root / "hf")})

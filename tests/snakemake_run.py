@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -13,23 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sbt.demo import copy_checkout
+
 REPO = Path(__file__).resolve().parents[1]
-COPIED = (
-    *("workflow", "src", "scripts", "config", "profiles", "resources", "envs"),
-    *("pyproject.toml", "requirements.txt"),
-)
 
 
 def copy_repo(dest: Path) -> Path:
     """The files a user's clone holds that the workflow reads (no results, no venv)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in COPIED:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / name)
-    return dest
+    return copy_checkout(dest)
 
 
 def snakemake_env(env: dict | None = None) -> dict:
