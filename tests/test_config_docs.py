@@ -12,6 +12,7 @@ from sbt import lmeval_bench, merge_lora, train_config
 from sbt.settings import settings_of
 from sbt.templates import TEMPLATE_NAMES
 from sbt.train_config import TrainConfig
+from sbt.training import METHODS
 
 
 def test_generated_parts_are_up_to_date():
@@ -64,3 +65,8 @@ def test_every_dtype_list_in_the_schema_is_a_stage_s_choices():
     assert len(found) >= 5
     for choices in found:
         assert choices in accepted, choices
+
+
+def test_the_schema_s_methods_are_training_s():
+    schema = yaml.safe_load(gen_config_docs.SCHEMA.read_text(encoding="utf-8"))
+    assert schema["$defs"]["method"]["enum"] == list(METHODS)

@@ -17,6 +17,7 @@ from snakemake.utils import validate
 # sbt.train reads them with.
 from sbt.settings import SettingError, settings_of
 from sbt.train_config import TrainConfig
+from sbt.training import METHODS
 from sbt.launch import slurm_resources, train_launcher as launch_command
 from sbt import runs
 from sbt.prefetch_benchmarks import ETHICS_SPLITS, ETHICS_SUBSETS, ethics_file_name
@@ -200,7 +201,7 @@ def names_pattern(names):
 wildcard_constraints:
     data=names_pattern(config["data"]),
     backbone=names_pattern(config["backbones"]),
-    method="full|lora",
+    method=names_pattern(METHODS),
     benchmark=names_pattern(config["benchmarks"]),
     checkpoint=names_pattern(config["external"]),
 
