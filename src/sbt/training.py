@@ -318,15 +318,15 @@ def train(
 ) -> dict:
     """Fine-tune `model` on `data` and write the result to `output`; return training_info.
 
-    `hparams`: a TrainConfig, or overrides of its defaults. `extra_callbacks` are added to the Trainer's.
+    `hparams`: a TrainConfig, or overrides of its defaults. `extra_callbacks` are added to
+    the Trainer's.
     Raises InputError for bad input and NonFiniteLossError when the loss diverges.
     """
     from transformers.utils import logging as hf_logging
 
     if method not in METHODS:
         raise input_error("--method", f"must be one of {', '.join(METHODS)}")
-    config = as_config(hparams)
-    hp = config  # every setting, typed (sbt.train_config)
+    hp = as_config(hparams)  # every setting, typed (sbt.train_config)
     spec = as_template(template)  # looked up once; the object goes down to the labels
     output = Path(output)
     work = checkpoints_dir(output)

@@ -344,15 +344,12 @@ def train_hparams_json(wildcards):
 def check_global_batch(backbone, method):
     """global_batch_size must split into per-device batches over the job's processes."""
     settings = hparams(backbone, method)
-    if settings.global_batch_size is None:
-        return
-    per_step = (
-        settings.per_device_train_batch_size
-        * max(1, settings.num_gpus)
-        * settings.nodes
-    )
-    if settings.global_batch_size % per_step:
+    processes = max(1, settings.num_gpus) * settings.nodes
+    try:  # the rule train itself applies (sbt.train_config), said in config terms
+        settings.accumulation_steps(processes)
+    except SettingError:
         nodes = " x nodes" if settings.nodes > 1 else ""
+        per_step = settings.per_device_train_batch_size * processes
         config_error(
             f"training.{method}.global_batch_size",
             f"{settings.global_batch_size} for backbone {backbone} is not a multiple of"
@@ -589,9 +586,8 @@ def report_failures(log):
     for line in run_log:
         if line.startswith(ERROR_BLOCK):
             current = {"rule": line.removeprefix(ERROR_BLOCK).rstrip(":")}
-        elif not line.startswith(
-            "    "
-        ):  # the error block ended (other jobs' blocks follow)
+        # A line without indent: the error block ended (other jobs' blocks follow).
+        elif not line.startswith("    "):
             current = None
         elif current is not None and line.startswith("    output: "):
             current["output"] = line.partition(": ")[2]

@@ -22,7 +22,7 @@ if EVAL_GROUP == "run":
             "../../envs/workflow.yaml"
         resources:
             gpu=eval_gpus,
-            mem_mb=run_eval_mem_mb,
+            mem_mb=eval_mem_mb,  # one model in memory at a time: a benchmark's, not the sum
             runtime=run_eval_runtime,
         params:
             records=lambda wildcards: records_dir(run_of(wildcards).path),

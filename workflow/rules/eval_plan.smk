@@ -57,11 +57,6 @@ def run_eval_args(wildcards):
     return args
 
 
-def run_eval_mem_mb(wildcards, attempt):
-    """One model in memory at a time: a benchmark's memory, not the sum."""
-    return eval_mem_mb(wildcards, attempt)
-
-
 def run_eval_runtime(wildcards, attempt):
     """The per-benchmark runtimes summed (an upper bound: it counts one load per benchmark)."""
     return len(config["benchmarks"]) * eval_runtime(wildcards, attempt)
@@ -83,21 +78,18 @@ def evaluation_estimate():
     """Jobs, model loads and GPU-hours of the grid's evaluation (sbt.eval_cost)."""
     names = list(config["benchmarks"])
     per_run_loads = len({model_setting(name) for name in names})
+    loads = per_run_loads if EVAL_GROUP == "run" else len(names)
+    benches = [
+        BenchmarkCost(b["tasks"], b.get("limit"), b.get("dtype"))
+        for b in map(benchmark, names)
+    ]
+    study_dtype = config["evaluation"].get("dtype")
     costs = []
     for path in all_runs():
         run = runs.resolve_run(config, runs.wildcards_of(path))
-        benches = [
-            BenchmarkCost(b["tasks"], b.get("limit"), b.get("dtype"))
-            for b in map(benchmark, names)
-        ]
-        loads = per_run_loads if EVAL_GROUP == "run" else len(names)
-        run_dtype = config["evaluation"].get("dtype")
-        if run_dtype in (
-            None,
-            "checkpoint",
-        ):  # the checkpoint's dtype: the configured one
-            run_dtype = run.dtype
-        costs.append(RunCost(run.size_b, run.gpus, loads, benches, run_dtype))
+        # "checkpoint" (or unset): the checkpoint's dtype, i.e. the configured one
+        dtype = run.dtype if study_dtype in (None, "checkpoint") else study_dtype
+        costs.append(RunCost(run.size_b, run.gpus, loads, benches, dtype))
     return summary(costs, group=EVAL_GROUP, loads_per_run=per_run_loads)
 
 
