@@ -24,6 +24,7 @@ from sbt.common import (
     int_at_least,
     provenance,
     quiet_progress_bars,
+    use_offline_hub,
 )
 from sbt.lmeval_study import (
     BOS_CHOICES,
@@ -44,7 +45,6 @@ from sbt.lmeval_tasks import (
     resolve_device,
     samples_per_task,
     select_metrics,
-    use_offline_hub,
 )
 from sbt.mmlu_study import TASK_NAME as MMLU_STUDY
 from sbt.mmlu_study import TASK_SOURCE as MMLU_STUDY_SOURCE

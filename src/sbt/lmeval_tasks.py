@@ -19,13 +19,12 @@ import copy
 import difflib
 import functools
 import math
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sbt.common import InputError, input_error, use_offline_hub
+from sbt.common import InputError, input_error
 
 SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
 # lm-eval's own default (100000) is slow for corpus-level metrics (e.g. SQuAD2); the study
@@ -268,64 +267,6 @@ def hf_model_args(
     if add_bos_token is not None:  # None: the tokenizer's own default (LLaMA: add <s>)
         args["add_bos_token"] = add_bos_token
     return args
-
-
-def run_lm_eval(
-    tasks: Sequence[str],
-    *,
-    model_args: Mapping[str, Any],
-    local_tasks: Sequence[LocalTask] | None = None,
-    num_fewshot: int | None = 0,
-    batch_size: int = 8,
-    device: str = "cpu",
-    limit: int | float | None = None,
-    seed: int = 1234,
-    log_samples: bool = False,
-    bootstrap_iters: int = DEFAULT_BOOTSTRAP_ITERS,
-) -> dict[str, Any]:
-    """lm_eval.simple_evaluate with model "hf"; every random seed fixed to `seed`.
-
-    With `local_tasks`, lm-eval reads their YAMLs (written to a temporary folder, with the
-    study mode's functions beside them), and the stock tasks only for tasks not among them;
-    without, the stock tasks and their datasets (from the local HF cache when offline).
-    """
-    use_offline_hub()
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
-
-    from sbt.lmeval_study import write_tasks_module
-
-    metadata = dict(model_args)  # what simple_evaluate would give its own TaskManager
-    with tempfile.TemporaryDirectory(prefix="sbt-lmeval-tasks-") as folder:
-        if local_tasks:
-            for task in local_tasks:
-                (Path(folder) / f"{task.name}.yaml").write_text(task.yaml_text(), encoding="utf-8")
-            write_tasks_module(folder)
-            stock_too = not set(tasks) <= {task.name for task in local_tasks}
-            manager = TaskManager(
-                include_path=folder, include_defaults=stock_too, metadata=metadata
-            )
-        else:
-            manager = TaskManager(metadata=metadata)
-        results = simple_evaluate(
-            model="hf",
-            model_args=dict(model_args),
-            tasks=list(tasks),
-            num_fewshot=num_fewshot,
-            batch_size=batch_size,
-            device=device,
-            limit=limit,
-            log_samples=log_samples,
-            bootstrap_iters=bootstrap_iters,
-            task_manager=manager,
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-            fewshot_random_seed=seed,
-        )
-    if results is None:  # only non-zero ranks of a distributed run get None
-        raise RuntimeError("lm-eval returned no results on this process")
-    return results
 
 
 # --------------------------------------------------------------------------- reading results
