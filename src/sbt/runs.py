@@ -2,7 +2,7 @@
 
 A run is a backbone's base model, one of our fine-tuning runs (backbone x data x method),
 or an external checkpoint (a released model evaluated as it is). Every evaluation rule
-function in workflow/rules/common.smk reads the one `Run` of its job instead of asking
+function in workflow/rules/eval_benchmark.smk and eval_plan.smk reads the one `Run` of its job instead of asking
 which wildcards it has; this module needs no Snakemake, so it is tested on plain dicts.
 """
 

@@ -7,7 +7,7 @@ and its allowed values. Everything else is derived from these declarations:
   and fills in the defaults; `python -m sbt.train --hparams` and `sbt.training.train` use it;
 - `TrainConfig.from_layers` merges the workflow config's layers (training.<method>, then
   backbones.<name>.training.<method>, then the backbone's own keys) in
-  `workflow/rules/common.smk`;
+  `workflow/rules/train_plan.smk`;
 - `TrainConfig.params` is what a run records: the train rule's params JSON (so editing
   any setting reruns that training) and `hparams` in training_info.json;
 - `scripts/gen_config_docs.py` writes the schema's `$defs/hparams` and `$defs/lora`

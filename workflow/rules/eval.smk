@@ -7,6 +7,8 @@ evaluate_base/_run/_external are one job per run x benchmark (sbt.evaluate).
 Either way the result JSONs, samples and per-benchmark logs have the same paths.
 """
 
+import os
+
 if EVAL_GROUP == "run":
 
     rule evaluate_base:

@@ -2,12 +2,17 @@
 
 group: run (default): one job per run evaluates every benchmark of that run in one process
 (sbt.evaluate_run): its inputs, params and resources are the union and sum of the
-per-benchmark ones in common.smk. It writes one record per benchmark under
+per-benchmark ones in eval_benchmark.smk. It writes one record per benchmark under
 results/lm_eval/<run>/, and a local step per benchmark (sbt.collect_result) turns each into
 the usual results/eval/<run>/<benchmark>.json. group: benchmark: one job per run x
 benchmark (sbt.evaluate), as before. docs/evaluation.md.
 """
 
+import os
+
+from snakemake.logging import logger
+
+from sbt import runs
 from sbt.eval_cost import BenchmarkCost, RunCost, summary
 
 EVAL_GROUP = config["evaluation"]["group"]

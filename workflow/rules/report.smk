@@ -1,5 +1,7 @@
 """All result JSONs -> tables (CSV, Markdown, LaTeX), plots and the HTML report."""
 
+import os
+
 
 rule aggregate:
     input:
