@@ -1,7 +1,7 @@
 """Installing SLURM for the local test cluster: Debian's slurm-wlm and munge, with apt-get.
 
-Only the packages: sbt.local_slurm configures and starts the daemons in a private
-directory. Nothing here runs unless the daemons are missing.
+Only the packages: sbt.local_slurm_conf configures and sbt.local_slurm starts the daemons
+in a private directory. Nothing here runs unless the daemons are missing.
 """
 
 from __future__ import annotations
