@@ -17,7 +17,8 @@ from snakemake_run import REPO, copy_repo, output_of, snakemake
 
 from sbt.common import InputError
 from sbt.scale import decoder_layer_classes, fsdp_config_for
-from sbt.training import checkpoints_dir, gradient_accumulation, parse_hparams, train
+from sbt.train_resume import checkpoints_dir
+from sbt.training import gradient_accumulation, parse_hparams, train
 
 DEEPSPEED_DIR = REPO / "config" / "deepspeed"
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None

@@ -13,7 +13,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 import sbt.train as train_cli
 from sbt.common import InputError
-from sbt.training import NonFiniteLossError, checkpoints_dir, parse_hparams, train
+from sbt.train_loop import NonFiniteLossError
+from sbt.train_resume import checkpoints_dir
+from sbt.training import parse_hparams, train
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,7 @@ from sbt.train_data import (
     prepare_train_data,
     tokenized_cache_path,
 )
-from sbt.training import _prepare_work_dir
+from sbt.train_resume import prepare_work_dir
 
 EMPTY = {
     "id": "empty",
@@ -165,13 +165,13 @@ def test_a_fresh_start_keeps_this_runs_tokenized_data(tmp_path, capsys):
         path.mkdir(parents=True)
     (keep / "meta.json").write_text("{}")
     (work / "run.json").write_text(json.dumps({"lr": 1}))
-    assert _prepare_work_dir(work, {"lr": 2}, "auto", keep) is None
+    assert prepare_work_dir(work, {"lr": 2}, "auto", keep) is None
     (stale,) = tmp_path.glob("out.checkpoints.stale-*")
     assert sorted(p.name for p in stale.iterdir()) == ["checkpoint-2", "run.json", "tokenized-old"]
     assert sorted(p.name for p in work.iterdir()) == ["run.json", "tokenized-this"]
     assert "moved checkpoints of a different run (lr: 1 -> 2)" in capsys.readouterr().err
     (work / "checkpoint-4").mkdir()
-    assert _prepare_work_dir(work, {"lr": 2}, "never", keep) is None
+    assert prepare_work_dir(work, {"lr": 2}, "never", keep) is None
     assert sorted(p.name for p in work.iterdir()) == ["run.json", "tokenized-this"]
     assert (keep / "meta.json").is_file()
 

@@ -21,7 +21,8 @@ import sys
 from sbt.common import cli, use_offline_hub
 from sbt.templates import TEMPLATE_NAMES
 from sbt.train_config import TrainConfig
-from sbt.training import METHODS, NonFiniteLossError, config_from_json, train
+from sbt.train_loop import NonFiniteLossError
+from sbt.training import METHODS, config_from_json, train
 
 
 def _defaults() -> str:

@@ -5,10 +5,10 @@ defaults, checked and typed) and the template (looked up once, the object passed
 the TrainingArguments; prepare the data (`sbt.train_data`: assistant-only labels by
 `sbt.tokenize_chat`, tokenized once into a memory-mapped Arrow cache that every rank
 reads), refusing to go on if more than `max_skipped_fraction` of the records had to be
-skipped; make the checkpoint directory ready; load the backbone (safetensors where
+skipped; make the checkpoint directory ready (`sbt.train_resume`); load the backbone (safetensors where
 possible); decide how batches are built (`sbt.packing`: each batch's samples packed into
 one padding-free row where transformers keeps them apart, else padded); wrap it in LoRA
-for `method="lora"`; run transformers' Trainer; save.
+for `method="lora"`; run transformers' Trainer (`sbt.train_loop`); save.
 
 Outputs: the finished model directory appears only complete. Checkpoints go to the
 sibling `<output>.checkpoints/`; a killed job started again with the same arguments
@@ -28,12 +28,9 @@ off (said on stderr and recorded under `effective` in training_info.json).
 from __future__ import annotations
 
 import csv
-import json
-import math
 import os
 import shutil
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -47,6 +44,8 @@ from sbt.train_data import (
     prepare_train_data,
     tokenized_cache_key,  # noqa: F401  (re-exported; tests use it)
 )
+from sbt.train_loop import run_trainer
+from sbt.train_resume import checkpoints_dir, prepare_checkpoints
 from sbt.train_setup import (
     cast_saved_weights,
     choose_batches,
@@ -59,14 +58,8 @@ from sbt.train_setup import (
 
 METHODS = ("full", "lora")
 
-CHECKPOINTS_SUFFIX = ".checkpoints"
-RUN_SIGNATURE = "run.json"
 TRAINING_INFO = "training_info.json"
 LOSS_CSV = "loss.csv"
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training diverged: the logged loss is NaN or infinite."""
 
 
 def as_config(hparams: TrainConfig | Mapping | None) -> TrainConfig:
@@ -103,175 +96,6 @@ def gradient_accumulation(hp: TrainConfig | Mapping, world_size: int) -> int:
         raise input_error("--hparams", str(exc), field="global_batch_size") from None
 
 
-def checkpoints_dir(output: str | Path) -> Path:
-    output = Path(output)
-    return output.with_name(output.name + CHECKPOINTS_SUFFIX)
-
-
-def _clock(seconds: float | None) -> str:
-    """h:mm:ss (or ? when not known yet)."""
-    if seconds is None:
-        return "?"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
-
-
-def _callbacks():
-    """Trainer callbacks, built lazily so importing this module stays light."""
-    from transformers import TrainerCallback
-
-    class StopOnNonFiniteLoss(TrainerCallback):
-        """Abort as soon as a logged loss is NaN or infinite (nothing useful comes after)."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"training diverged: loss is {loss} at step {state.global_step}; "
-                    "lower the learning rate or check the data and precision settings"
-                )
-
-    class StderrProgress(TrainerCallback):
-        """One line per logging step on stderr: step, loss, learning rate, elapsed, ETA."""
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.started, self.first_step = time.monotonic(), state.global_step  # resumed: > 0
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
-                return
-            if "loss" in logs:
-                elapsed = time.monotonic() - self.started
-                done = state.global_step - self.first_step
-                left = elapsed / done * (state.max_steps - state.global_step) if done else None
-                print(
-                    f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f} "
-                    f"lr {logs.get('learning_rate', float('nan')):.3g} "
-                    f"elapsed {_clock(elapsed)} eta {_clock(left)}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            elif "train_runtime" in logs:
-                print(
-                    f"done: {state.global_step} steps in {logs['train_runtime']:.1f} s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-
-    return [StopOnNonFiniteLoss(), StderrProgress()]
-
-
-def _complete_checkpoints(work: Path) -> list[Path]:
-    """Checkpoints whose trainer_state.json was written (the Trainer writes it last)."""
-    found = []
-    for path in work.glob("checkpoint-*"):
-        step = path.name.removeprefix("checkpoint-")
-        if step.isdigit() and (path / "trainer_state.json").is_file():
-            found.append(path)
-    return sorted(found, key=lambda p: int(p.name.removeprefix("checkpoint-")))
-
-
-def signature_changes(previous: dict, current: dict) -> str:
-    """`hparams.learning_rate: 2e-05 -> 0.001, data_sha256: ...`: what differs, value by value."""
-
-    def flat(value: dict, prefix: str = "") -> dict:
-        items = {}
-        for key, item in value.items():
-            if isinstance(item, dict):
-                items |= flat(item, f"{prefix}{key}.")
-            else:
-                items[f"{prefix}{key}"] = item
-        return items
-
-    old, new = flat(previous), flat(current)
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    return ", ".join(f"{k}: {json.dumps(old.get(k))} -> {json.dumps(new.get(k))}" for k in changed)
-
-
-def _move_aside(work: Path, why: str, keep: Path) -> None:
-    """Keep another run's checkpoints (nothing is lost) out of this run's way."""
-    stale = work.with_name(f"{work.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.replace(work, stale)
-    work.mkdir()
-    if keep.parent == work and (stale / keep.name).exists():  # this run's tokenized data
-        os.replace(stale / keep.name, keep)
-    print(
-        f"moved checkpoints of a different run ({why}) aside to {stale}; delete it when it is "
-        "no longer needed",
-        file=sys.stderr,
-    )
-
-
-def _prepare_work_dir(work: Path, signature: dict, resume: str, keep: Path) -> Path | None:
-    """Make the checkpoint directory ready; return the checkpoint to resume from, if any.
-
-    `keep` (this run's tokenized data, when it lies in `work`) survives a fresh start.
-    """
-    signature_file = work / RUN_SIGNATURE
-    if work.exists() and resume == "auto" and signature_file.is_file():
-        previous = json.loads(signature_file.read_text(encoding="utf-8"))
-        if previous == signature:
-            checkpoints = _complete_checkpoints(work)
-            for path in work.iterdir():  # half-written checkpoints and a half-saved result
-                if path.is_dir() and path not in checkpoints and path != keep:
-                    shutil.rmtree(path)
-            return checkpoints[-1] if checkpoints else None
-        _move_aside(work, signature_changes(previous, signature), keep)  # then start afresh
-    work.mkdir(parents=True, exist_ok=True)
-    for path in work.iterdir():
-        if path == keep:
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    write_json(signature_file, signature)
-    return None
-
-
-def _prepare_checkpoints(args, work: Path, signature: dict, resume: str, keep: Path):
-    """The checkpoint directory made ready; the checkpoint to resume from, or None."""
-    # Global rank 0 first, on every node (local=False): the checkpoint directory is on the
-    # shared file system, and another node must not read it while rank 0 moves it aside.
-    with args.main_process_first(local=False, desc="checkpoint directory"):
-        if args.process_index == 0:
-            resume_from = _prepare_work_dir(work, signature, resume, keep)
-        else:
-            checkpoints = _complete_checkpoints(work)
-            resume_from = checkpoints[-1] if checkpoints and resume == "auto" else None
-    if resume_from:
-        print(f"resuming from {resume_from}", file=sys.stderr)
-    return resume_from
-
-
-def _run_trainer(network, args, dataset, collator, callbacks, hp: dict, resume_from, work):
-    """Train; a diverged run's checkpoints are deleted (a rerun then starts afresh)."""
-    from transformers import PrinterCallback, Trainer
-
-    trainer = Trainer(
-        model=network,
-        args=args,
-        train_dataset=dataset,
-        data_collator=collator,
-        callbacks=[*_callbacks(), *callbacks],
-    )
-    trainer.remove_callback(PrinterCallback)
-    if hp.loss_averaging == "micro_batch":
-        # transformers 4.31's loss: the model's mean over each micro-batch's trained tokens,
-        # divided by the accumulation steps (and averaged over processes by DDP/DeepSpeed).
-        # A Trainer that believes the model takes no loss kwargs does exactly that instead of
-        # dividing by the step's trained tokens (tests/test_recipe.py pins this).
-        trainer.model_accepts_loss_kwargs = False
-    try:
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    except NonFiniteLossError:
-        # Resuming a diverged run would only diverge again: let a rerun start afresh.
-        if args.process_index == 0:
-            shutil.rmtree(work, ignore_errors=True)
-        raise
-    return trainer
-
-
 def _loss_rows(log_history: list[dict]) -> list[dict]:
     return [
         {"step": e["step"], "loss": e["loss"], "learning_rate": e.get("learning_rate")}
@@ -280,7 +104,9 @@ def _loss_rows(log_history: list[dict]) -> list[dict]:
     ]
 
 
-def _save_outputs(trainer, network, tokenizer, info: dict, hp: dict, work: Path, output: Path):
+def _save_outputs(
+    trainer, network, tokenizer, info: dict, hp: TrainConfig, work: Path, output: Path
+):
     """Rank 0: the finished model (or adapter) with training_info.json and loss.csv moved
     into place as `output`, then the checkpoints deleted. The others wait for it."""
     final = work / "final"
@@ -364,7 +190,7 @@ def train(
         "data_sha256": data_sha256,
         "hparams": hp.signature(method),
     }
-    resume_from = _prepare_checkpoints(args, work, signature, hp.resume, examples.path)
+    resume_from = prepare_checkpoints(args, work, signature, hp.resume, examples.path)
 
     network = load_backbone(
         model, hp, runtime["attn_implementation"], len(tokenizer) if added_tokens else None
@@ -372,7 +198,7 @@ def train(
     collator = choose_batches(network, hp, args, runtime, tokenizer.pad_token_id)
     if method == "lora":
         network = wrap_lora(network, hp.lora, hp.gradient_checkpointing)
-    trainer = _run_trainer(
+    trainer = run_trainer(
         network, args, examples.dataset, collator, extra_callbacks, hp, resume_from, work
     )
 
