@@ -19,7 +19,7 @@ from sbt.common import InputError
 from sbt.packing import PackCollator, PadCollator, decide_packing, optional_features
 from sbt.tokenize_chat import IGNORE_INDEX, count_trained_tokens, load_tokenizer, tokenize_records
 from sbt.train_data import build_tokenized, load_tokenized, tokenized_cache_path
-from sbt.training import parse_hparams, tokenized_cache_key, train
+from sbt.training import config_from_json, parse_hparams, tokenized_cache_key, train
 
 FAST = {
     "max_steps": 3,
@@ -293,7 +293,9 @@ def test_throughput_hparams(capsys):
         parse_hparams('{"packing": "yes"}')
     with pytest.raises(InputError, match="'attn_implementation' must be one of auto, sdpa"):
         parse_hparams('{"attn_implementation": "flash"}')
-    effective, messages = optional_features(hp | {"use_liger_kernel": True}, cuda=False)
+    effective, messages = optional_features(
+        config_from_json('{"use_liger_kernel": true}'), cuda=False
+    )
     assert effective["use_liger_kernel"] is False
     assert len(messages) == 1 and messages[0].startswith("use_liger_kernel: ")
 

@@ -32,6 +32,7 @@ import shutil
 from collections.abc import Sequence
 
 from sbt.tokenize_chat import IGNORE_INDEX
+from sbt.train_config import TrainConfig
 
 # How transformers keeps packed samples apart, per attention implementation it supports
 # padding-free batches with (see the module docstring).
@@ -163,10 +164,10 @@ def decide_packing(model, mode: bool | str, attn_implementation: str) -> dict:
     }
 
 
-def optional_features(hp: dict, cuda: bool) -> tuple[dict, list[str]]:
+def optional_features(hp: TrainConfig, cuda: bool) -> tuple[dict, list[str]]:
     """Which of use_liger_kernel and torch_compile can be used here, and messages why not."""
     effective, messages = {}, []
-    liger = hp["use_liger_kernel"]
+    liger = hp.use_liger_kernel
     if liger and importlib.util.find_spec("liger_kernel") is None:
         messages.append(
             "use_liger_kernel: the liger-kernel package is not installed "
@@ -177,7 +178,7 @@ def optional_features(hp: dict, cuda: bool) -> tuple[dict, list[str]]:
         messages.append("use_liger_kernel: Liger kernels need a CUDA GPU: training without them")
         liger = False
     effective["use_liger_kernel"] = liger
-    compile_ = hp["torch_compile"]
+    compile_ = hp.torch_compile
     if compile_ and not cuda and not (shutil.which("c++") or shutil.which("g++")):
         messages.append("torch_compile: no C++ compiler for the CPU backend: training without it")
         compile_ = False

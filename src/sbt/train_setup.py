@@ -52,7 +52,7 @@ def machine_settings(hp: TrainConfig, model: str) -> dict:
         )
     cuda = torch.cuda.is_available()
     attn_implementation, attn_message = choose_attention(hp.attn_implementation, cuda)
-    speedups, feature_messages = optional_features(hp.to_dict(), cuda)
+    speedups, feature_messages = optional_features(hp, cuda)
     effective = {
         "device": "cuda" if cuda else "cpu",
         "bf16": hp.bf16 and cuda and torch.cuda.is_bf16_supported(),
