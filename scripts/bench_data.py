@@ -33,8 +33,8 @@ import sys
 import time
 from pathlib import Path
 
-TEMPLATE = "v1"
-MAX_LENGTH = 2048
+from bench_train_variant import MAX_LENGTH, TEMPLATE  # the bench's, so its data are the same
+
 MODES = {
     "before-tokenize": "before: tokenize into lists, every rank (rank 0 also saves .npz)",
     "before-cache": "before: lists read back from the .npz cache",

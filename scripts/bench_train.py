@@ -30,32 +30,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from bench_train_variant import MAX_LENGTH, TEMPLATE, VARIANTS, run_variant
+
 from sbt.common import OFFLINE_ENV, cli, input_error, use_offline_hub
-from sbt.perf import SHAPES, flops_per_token, peak_bf16_tflops
+from sbt.demo.llava import generate_records, length_mix_records, sample_lengths
+from sbt.perf import SHAPES, flops_per_token, peak_for_mfu
 from sbt.perf import mfu as mfu_of
 
 # Model shapes (LLaMA architecture, random weights): sbt.perf.SHAPES (tiny: the demo's;
 # 1b: TinyLlama-1.1B's; 7b: LLaMA-2-7B's). The tokenizer is trained on the bench data, so
 # the vocabulary is smaller than LLaMA's 32,000.
 SHAPE_NAMES = tuple(SHAPES)
-MAX_LENGTH = 2048  # the study's; the tiny model too, so the lengths need no scaling
-# LLaVA-like conversation lengths in tokens (system text included).
-LENGTH_MEDIAN, LENGTH_SIGMA, LENGTH_MIN = 300, 0.75, 40
-TEMPLATE = "v1"
-VARIANTS = {
-    "a": ("study: padded batches", {"packing": False, "group_by_length": False}),
-    "b": ("default: packing auto", {}),
-}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -98,15 +90,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def sample_lengths(count: int, rng: random.Random) -> list[int]:
-    """LLaVA-like conversation lengths in tokens: log-normal, clipped to [40, 2048]."""
-    lengths = []
-    for _ in range(count):
-        length = rng.lognormvariate(math.log(LENGTH_MEDIAN), LENGTH_SIGMA)
-        lengths.append(round(min(max(length, LENGTH_MIN), MAX_LENGTH)))
-    return lengths
-
-
 def system_text() -> str:
     """The template's text around one round, so the bench tokenizer learns it as well."""
     from sbt.templates import render
@@ -117,38 +100,13 @@ def system_text() -> str:
 
 def llava_like_records(count: int, tokenizer, seed: int) -> list[dict]:
     """Text-only LLaVA records of the demo generator's rounds, cut to sampled lengths."""
-    from sbt.demo.llava import RecordMaker
-
-    maker = RecordMaker(seed)
 
     def n_tokens(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def rounds():  # (question, answer) pairs, endlessly
-        while True:
-            turns = maker.make()["conversations"]
-            if turns[0]["from"] == "gpt":
-                turns = turns[1:]
-            for question, answer in zip(turns[::2], turns[1::2], strict=True):
-                yield question["value"].replace("<image>", "").strip(), answer["value"]
-
-    source = rounds()
+    lengths = sample_lengths(count, random.Random(seed), maximum=MAX_LENGTH)
     overhead = n_tokens(system_text()) - 2  # system text and role tags
-    per_round = 4  # role tags and separators of one more round
-    records = []
-    for index, target in enumerate(sample_lengths(count, random.Random(seed))):
-        turns, used = [], overhead
-        while used < target or not turns:  # at least one round
-            question, answer = next(source)
-            room = target - used - per_round - n_tokens(question)
-            answer_tokens = n_tokens(answer)
-            if room < answer_tokens:  # cut the answer to fit the sampled length
-                words = answer.split()
-                answer = " ".join(words[: max(1, len(words) * max(room, 0) // answer_tokens)])
-            turns += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
-            used += per_round + n_tokens(question) + n_tokens(answer)
-        records.append({"id": f"bench-{index:05d}", "conversations": turns})
-    return records
+    return length_mix_records(lengths, n_tokens, overhead, seed, id_prefix="bench")
 
 
 def prepare(args: argparse.Namespace, workdir: Path) -> dict:
@@ -157,7 +115,6 @@ def prepare(args: argparse.Namespace, workdir: Path) -> dict:
     from transformers.utils import logging as hf_logging
 
     from sbt.demo.backbone import build_tiny_backbone
-    from sbt.demo.llava import generate_records
 
     hf_logging.disable_progress_bar()
 
@@ -187,107 +144,6 @@ def prepare(args: argparse.Namespace, workdir: Path) -> dict:
     return {"model": str(model), "data": str(data)}
 
 
-def hparams_for(args: argparse.Namespace, setup: dict, variant: str) -> dict:
-    cuda = args.device == "cuda"
-    big = args.model_shape != "tiny"
-    return {
-        "max_steps": args.warmup_steps + args.steps,
-        "per_device_train_batch_size": args.batch_size,
-        "gradient_accumulation_steps": 1,
-        "learning_rate": 1e-5 if big else 1e-3,
-        "model_max_length": MAX_LENGTH,
-        "bf16": cuda,
-        "tf32": cuda,
-        "gradient_checkpointing": big,  # the study's setting; the tiny demo model needs none
-        "dtype": "bfloat16" if args.model_shape == "7b" else "float32",
-        "logging_steps": 10**6,
-        "save_steps": 10**6,
-        "lora": {} if big else {"r": 8},
-        "tokenized_cache_dir": str(Path(setup["data"]).parent / "tokenized"),
-        **VARIANTS[variant][1],
-    }
-
-
-def run_variant(args: argparse.Namespace, setup: dict) -> dict:
-    """Train one variant in this process and measure it (called in a child process)."""
-    import numpy as np
-    import torch
-    from transformers import TrainerCallback
-
-    from sbt.train_data import load_tokenized
-    from sbt.training import train
-
-    cuda = args.device == "cuda"
-    warmup = args.warmup_steps
-
-    class Clock(TrainerCallback):
-        """Wall time at each step's end (step 0: the first step's start), batch sizes, model."""
-
-        def __init__(self):
-            self.times, self.collator, self.model = {}, None, None
-
-        def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kw):
-            self.collator, self.model = train_dataloader.collate_fn, model
-            if cuda:
-                torch.cuda.reset_peak_memory_stats()
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self.times.setdefault(state.global_step, time.perf_counter())
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if cuda:
-                torch.cuda.synchronize()
-            self.times[state.global_step] = time.perf_counter()
-
-    clock = Clock()
-    with tempfile.TemporaryDirectory(dir=Path(setup["data"]).parent) as tmp:
-        info = train(
-            setup["model"],
-            TEMPLATE,
-            args.method,
-            setup["data"],
-            Path(tmp) / "out",
-            hparams_for(args, setup, args.variant) | {"resume": "never"},
-            extra_callbacks=[clock],
-        )
-    steps = info["global_step"]
-    batches = clock.collator.batches[warmup:steps]  # one batch per step (no accumulation)
-    params = sum(p.numel() for p in clock.model.parameters())
-    embedding = clock.model.get_input_embeddings().weight.numel()
-    trainable = sum(p.numel() for p in clock.model.parameters() if p.requires_grad)
-    config = clock.model.config
-    cache = load_tokenized(Path(info["effective"]["tokenized_cache"]["path"]))
-    lengths = np.asarray(cache.dataset["length"], dtype=np.float64)
-    if cuda:
-        peak, memory_kind = torch.cuda.max_memory_allocated(), "GPU allocated"
-    else:
-        peak, memory_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "RSS"
-    return {
-        "variant": args.variant,
-        "seconds": clock.times[steps] - clock.times[warmup],
-        "tokens": sum(t for t, _ in batches),
-        "positions": sum(p for _, p in batches),
-        "steps": steps - warmup,
-        "peak_memory": peak,
-        "memory_kind": memory_kind,
-        "effective": info["effective"],
-        "matmul_params": params - embedding,
-        "trainable_params": trainable,
-        "params": params,
-        "layers": config.num_hidden_layers,
-        "hidden": config.hidden_size,
-        "lengths": {
-            "count": len(lengths),
-            "median": float(np.median(lengths)),
-            "p90": float(np.percentile(lengths, 90)),
-            "max": float(lengths.max()),
-            "sq_over_sum": float((lengths**2).sum() / lengths.sum()),
-        },
-        "device_name": torch.cuda.get_device_name() if cuda else "cpu",
-        "sm_count": torch.cuda.get_device_properties(0).multi_processor_count if cuda else None,
-    }
-
-
 def mfu(result: dict, method: str, peak_tflops: float | None) -> str:
     """Model FLOPs utilisation (sbt.perf: 6N + 12 L d T per token; LoRA 4N + 6N_lora)."""
     if not peak_tflops:
@@ -305,11 +161,6 @@ def mfu(result: dict, method: str, peak_tflops: float | None) -> str:
     return f"{mfu_of(per_token, result['tokens'] / result['seconds'], peak_tflops):.1%}"
 
 
-def gpu_peak(name: str, given: float | None, sm_count: int | None = None) -> float | None:
-    """Dense bf16 peak in TFLOP/s: --peak-tflops, else sbt.perf's table."""
-    return given or peak_bf16_tflops(name, sm_count)
-
-
 def report(args: argparse.Namespace, results: dict) -> float:
     a, b = results["a"], results["b"]
     lengths = a["lengths"]
@@ -324,7 +175,7 @@ def report(args: argparse.Namespace, results: dict) -> float:
         f"{lengths['median']:.0f}, p90 {lengths['p90']:.0f}, max {lengths['max']:.0f}"
     )
     peak = (
-        gpu_peak(a["device_name"], args.peak_tflops, a.get("sm_count"))
+        peak_for_mfu(a["device_name"], a.get("sm_count"), given=args.peak_tflops)
         if args.device == "cuda"
         else None
     )

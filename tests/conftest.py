@@ -2,8 +2,8 @@
 
 Fixtures for tests that need a model (all session-scoped, built once, offline, in seconds):
 
-- `tiny_records`: a list of ~300 LLaVA-format text-only records (deterministic, generated
-  here), some with two rounds.
+- `tiny_records`: a list of ~300 LLaVA-format text-only records (deterministic,
+  `sbt.demo.llava.tiny_records`), some with two rounds.
 - `tiny_corpus`: those records written as a JSON file (a valid `--data` for train.py).
 - `tiny_backbone`: Path of a tiny LLaMA backbone built by src/sbt/demo/backbone.py
   from `tiny_corpus` (hidden 64, 2 layers, vocab <= 2000, seed 0), with a SentencePiece
@@ -20,7 +20,6 @@ Fixtures for tests that need a model (all session-scoped, built once, offline, i
 from __future__ import annotations
 
 import os
-import random
 import shutil
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -34,44 +33,17 @@ import pytest  # noqa: E402
 from slurm_cluster import slurm_cluster_fixture  # noqa: E402, F401
 from snakemake_run import demo_run  # noqa: E402, F401
 
+from sbt.demo import llava as demo_llava  # noqa: E402
+
 CHATML_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-_SUBJECTS = ["cat", "dog", "man", "woman", "bus", "train", "kite", "pizza", "horse", "boat"]
-_PLACES = ["on a table", "in a park", "near the river", "on the street", "at the beach"]
-_COLORS = ["red", "blue", "green", "white", "black", "yellow", "brown"]
-
-
-def make_tiny_records(count: int = 300, seed: int = 0) -> list[dict]:
-    """Deterministic LLaVA-style records whose `<image>` placeholder was already removed."""
-    rng = random.Random(seed)
-    records = []
-    for i in range(count):
-        subject, place, color = rng.choice(_SUBJECTS), rng.choice(_PLACES), rng.choice(_COLORS)
-        question = (
-            f"\nWhat is the {color} {subject} doing?"
-            if i % 2
-            else f"Describe the {subject} in the picture.\n"
-        )
-        turns = [
-            {"from": "human", "value": question},
-            {"from": "gpt", "value": f"The {color} {subject} is {place}. The scene is bright."},
-        ]
-        if i % 3 == 0:
-            other = rng.choice(_SUBJECTS)
-            turns += [
-                {"from": "human", "value": f"Is there a {other} too?"},
-                {"from": "gpt", "value": rng.choice(["Yes, there is one.", "No, I see none."])},
-            ]
-        records.append({"id": f"{i:06d}", "image": f"{i:012d}.jpg", "conversations": turns})
-    return records
-
 
 @pytest.fixture(scope="session")
 def tiny_records() -> list[dict]:
-    return make_tiny_records()
+    return demo_llava.tiny_records()
 
 
 @pytest.fixture(scope="session")

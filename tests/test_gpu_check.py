@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from sbt import gpu_check
+from sbt import gpu_check, gpu_train_check
 from sbt.common import InputError
-from sbt.gpu_check import llama_config, loss_trend, parse_args, resolve_sharding
+from sbt.gpu_check import parse_args
 from sbt.gpu_report import CASES, format_table, summary_rows
+from sbt.gpu_train_check import loss_trend, resolve_sharding
 from sbt.perf import (
     SHAPES,
     flops_per_token,
@@ -28,6 +29,7 @@ from sbt.perf import (
     mfu,
     peak_bf16_tflops,
 )
+from sbt.random_backbone import llama_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
@@ -174,9 +176,9 @@ def test_sharding_on_a_gpu_refuses_to_measure_something_else(monkeypatch):
         resolve_sharding("full", "fsdp")
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert resolve_sharding("full", "fsdp") == ("fsdp", None)
-    monkeypatch.setattr(gpu_check, "deepspeed_available", lambda: True)
+    monkeypatch.setattr(gpu_train_check, "deepspeed_available", lambda: True)
     assert resolve_sharding("lora", "zero2") == ("zero2", None)
-    monkeypatch.setattr(gpu_check, "deepspeed_available", lambda: False)
+    monkeypatch.setattr(gpu_train_check, "deepspeed_available", lambda: False)
     with pytest.raises(InputError, match="deepspeed is not installed"):
         resolve_sharding("full", "zero2")
     # On a CPU (--allow-cpu) the flow falls back and says so.

@@ -303,8 +303,10 @@ def test_throughput_hparams(capsys):
 def test_bench_llava_like_lengths(tiny_backbone):
     import random
 
-    from bench_train import llava_like_records, sample_lengths
+    from bench_train import llava_like_records
     from transformers import AutoTokenizer
+
+    from sbt.demo.llava import sample_lengths
 
     lengths = sample_lengths(2000, random.Random(0))
     assert min(lengths) >= 40 and max(lengths) <= 2048

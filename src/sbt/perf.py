@@ -4,9 +4,9 @@ Three things, defined once:
 
 - `SHAPES`: LLaMA-architecture model shapes by name (the shapes of real checkpoints; the
   scripts build them with random weights);
-- `peak_bf16_flops`: the dense bf16 tensor-core peak of a GPU, told apart by the name
+- `peak_bf16_tflops`: the dense bf16 tensor-core peak of a GPU, told apart by the name
   `torch.cuda.get_device_name()` reports and, where one name covers two boards, by the
-  number of streaming multiprocessors;
+  number of streaming multiprocessors (`peak_for_mfu`: that, or a peak the user gave);
 - `flops_per_token` and `mfu`: model FLOPs utilisation, in the convention of PaLM
   (Chowdhery et al. 2022, appendix B) that torchtitan and nanoGPT also use:
 
@@ -116,6 +116,13 @@ def peak_bf16_tflops(device_name: str, sm_count: int | None = None) -> float | N
         if _tokens(key) <= tokens:
             return tflops
     return None
+
+
+def peak_for_mfu(
+    device_name: str, sm_count: int | None = None, given: float | None = None
+) -> float | None:
+    """The peak MFU divides by: `given` (a --peak-tflops option) if set, else the table's."""
+    return given or peak_bf16_tflops(device_name, sm_count)
 
 
 def device_peak_tflops(index: int = 0) -> tuple[str, float | None]:

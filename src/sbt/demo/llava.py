@@ -9,20 +9,28 @@ about 10% text-only records without image or tag, a few records whose first turn
 gpt, and a few ids repeated (another conversation about the same image, as in
 llava_instruct_150k). Text is templated everyday-scene English so a tokenizer trained on
 it looks sensible. Same seed, same bytes.
+
+The other synthetic records the project uses are built here too, from the same pieces
+(`conversation`, `llava_record`, the words in `sbt.demo.llava_phrases`): `tiny_records`,
+the test suite's tiny corpus; `filler_records`, answers long enough to fill any sequence
+length (sbt.gpu_check); `length_mix_records`, the demo's rounds cut to LLaVA-like lengths
+(`sample_lengths`; scripts/bench_train.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import string
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sbt.common import atomic_path, cli
 from sbt.demo import DEMO_DIR
+from sbt.demo import llava_phrases as phrases
 
 DEFAULT_SEED = 2309
 DEFAULT_RECORDS = 300
@@ -36,235 +44,29 @@ SHARE_REPEATED_IMAGE = 0.02
 # Rounds per record are dealt from shuffled decks of this mix: mean 2.7, like
 # llava_instruct_80k, for any number of records (not only on average over many).
 ROUND_DECK = (1, 1, 2, 2, 3, 3, 3, 4, 4, 4)
+# LLaVA-like conversation lengths in tokens (system text included): log-normal, median
+# about 300, about 5% above 1,000, capped at the study's maximum length.
+LENGTH_MEDIAN, LENGTH_SIGMA, LENGTH_MIN, LENGTH_MAX = 300, 0.75, 40, 2048
 
-# (phrase, noun, plural) for people and animals; scenes say which kind they fit.
-PEOPLE = [
-    ("a man", "man", False),
-    ("a woman", "woman", False),
-    ("a young boy", "boy", False),
-    ("a little girl", "girl", False),
-    ("an older man", "man", False),
-    ("a young woman", "woman", False),
-    ("two children", "children", True),
-    ("a group of friends", "group", True),
-    ("a couple", "couple", True),
-]
-ANIMALS = [
-    ("a brown dog", "dog", False),
-    ("a small white dog", "dog", False),
-    ("a gray cat", "cat", False),
-    ("a black cat", "cat", False),
-    ("two puppies", "puppies", True),
-]
-# (action, places, nearby objects, outdoors, subject kind)
-SCENES = [
-    (
-        "riding a bicycle",
-        ["on a quiet street", "along a river path", "through a city park"],
-        ["parked car", "street sign", "row of trees", "trash can", "fire hydrant"],
-        True,
-        "people",
-    ),
-    (
-        "flying a kite",
-        ["on a sandy beach", "in an open field", "at the park"],
-        ["picnic blanket", "kite", "backpack", "water bottle"],
-        True,
-        "people",
-    ),
-    (
-        "sitting on a wooden bench",
-        ["in a city park", "near a fountain", "at a bus stop"],
-        ["newspaper", "coffee cup", "bicycle", "lamp post", "pigeon"],
-        True,
-        "people",
-    ),
-    (
-        "holding an umbrella",
-        ["on a busy sidewalk", "outside a train station", "near a crosswalk"],
-        ["umbrella", "taxi", "traffic light", "shop window"],
-        True,
-        "people",
-    ),
-    (
-        "playing frisbee",
-        ["in a grassy park", "on the beach", "in a backyard"],
-        ["frisbee", "tree", "cooler", "fence"],
-        True,
-        "people",
-    ),
-    (
-        "eating a slice of pizza",
-        ["at a small restaurant", "at a kitchen table", "in a food court"],
-        ["pizza box", "glass of water", "plate", "napkin", "menu"],
-        False,
-        "people",
-    ),
-    (
-        "preparing a meal",
-        ["in a bright kitchen", "in a small apartment kitchen"],
-        ["cutting board", "frying pan", "bowl of vegetables", "refrigerator", "knife"],
-        False,
-        "people",
-    ),
-    (
-        "skiing down a slope",
-        ["on a snowy mountain", "at a ski resort"],
-        ["ski poles", "pine tree", "ski lift", "snowboard"],
-        True,
-        "people",
-    ),
-    (
-        "carrying a surfboard",
-        ["on the beach", "near the ocean waves"],
-        ["surfboard", "beach towel", "lifeguard tower", "sailboat"],
-        True,
-        "people",
-    ),
-    (
-        "working on a laptop",
-        ["at a coffee shop", "in a home office", "at a library table"],
-        ["laptop", "coffee mug", "notebook", "desk lamp", "cell phone"],
-        False,
-        "people",
-    ),
-    (
-        "waiting for a bus",
-        ["at a bus stop", "on a city street"],
-        ["bus", "bench", "street sign", "suitcase"],
-        True,
-        "people",
-    ),
-    (
-        "cutting a birthday cake",
-        ["at a dining table", "in a decorated living room"],
-        ["cake", "candles", "balloons", "plates", "gift box"],
-        False,
-        "people",
-    ),
-    (
-        "playing tennis",
-        ["on a tennis court", "at a sports club"],
-        ["tennis racket", "tennis ball", "net", "water bottle"],
-        True,
-        "people",
-    ),
-    (
-        "sleeping on a couch",
-        ["in a cozy living room", "next to a window"],
-        ["pillow", "remote control", "blanket", "lamp"],
-        False,
-        "animals",
-    ),
-    (
-        "chasing a ball",
-        ["in a backyard", "on a grassy lawn", "at the park"],
-        ["ball", "fence", "flower bed", "dog house"],
-        True,
-        "animals",
-    ),
-    (
-        "looking out of a window",
-        ["in a quiet bedroom", "in a sunny kitchen"],
-        ["curtain", "potted plant", "window sill", "chair"],
-        False,
-        "animals",
-    ),
-    (
-        "sitting next to a suitcase",
-        ["in a hotel room", "in a hallway"],
-        ["suitcase", "shoes", "bed", "jacket"],
-        False,
-        "animals",
-    ),
-]
-COLORS = ["red", "blue", "green", "yellow", "white", "black", "orange", "brown", "gray", "purple"]
-# (phrase in a sentence, name on its own)
-TIMES = [
-    ("in the morning", "morning"),
-    ("in the afternoon", "afternoon"),
-    ("in the early evening", "early evening"),
-    ("at sunset", "sunset"),
-    ("at night", "night time"),
-]
-WEATHER = ["sunny", "cloudy", "overcast", "clear", "slightly rainy"]
-NUMBER_WORDS = ["no", "one", "two", "three", "four", "five", "six"]
+Pairs = list[tuple[str, str]]  # (question, answer) rounds of one conversation
 
-DETAIL_PROMPTS = [
-    "Describe the following image.",
-    "What do you see happening in this image?",
-    "Can you elaborate on the elements of the picture provided?",
-    "Write a detailed description of the given image.",
-    "What's happening in the scene?",
-    "Explain the visual content of the image in great detail.",
-]
-REASONS = [
-    "it is a pleasant way to spend some free time",
-    "the weather makes it a good moment to be outside",
-    "it helps to relax after a long day",
-    "it is part of a daily routine",
-    "it is a simple way to stay active and healthy",
-    "it gives a chance to spend time with friends or family",
-]
-SAFETY = [
-    "paying attention to the people and vehicles around them",
-    "wearing comfortable clothes and suitable shoes",
-    "drinking enough water and taking short breaks",
-    "keeping personal belongings within reach",
-    "watching out for uneven ground and slippery spots",
-]
-MOODS = ["relaxed", "cheerful", "calm", "busy", "lively", "peaceful"]
-# (topic, [(tip, why it helps), ...])
-TOPICS = [
-    ("keeping houseplants healthy", [
-        ("water them only when the soil feels dry", "too much water makes the roots rot"),
-        ("place them where they get enough indirect light",
-         "most houseplants grow best in bright light that does not burn their leaves"),
-        ("wipe dust off the leaves now and then", "clean leaves take in more light"),
-    ]),
-    ("planning a weekend trip", [
-        ("decide on a budget before booking anything",
-         "it keeps the choices simple and avoids surprises later"),
-        ("pack light and bring a reusable water bottle",
-         "a small bag is easier to carry on trains and short walks"),
-        ("check the weather forecast the day before",
-         "you can pack the right clothes and plan indoor activities for rainy hours"),
-    ]),
-    ("cooking a quick dinner", [
-        ("keep a few simple ingredients like rice and eggs at home",
-         "you can always make a meal without going shopping"),
-        ("cut all vegetables before you start cooking",
-         "nothing burns while you are still chopping"),
-        ("use one pan to save time on washing up", "cleaning up takes only a few minutes"),
-    ]),
-    ("studying for an exam", [
-        ("split the material into small daily portions",
-         "the brain remembers more when learning is spread over several days"),
-        ("test yourself instead of only rereading notes",
-         "recalling an answer shows what you really know"),
-        ("sleep well the night before", "a rested mind thinks faster and makes fewer mistakes"),
-    ]),
-    ("starting to run regularly", [
-        ("begin with short distances and a slow pace",
-         "the body needs a few weeks to get used to the effort"),
-        ("run at the same time of day to build a habit",
-         "a fixed time makes it easier to keep going"),
-        ("buy shoes that fit your feet well", "good shoes protect your knees and ankles"),
-    ]),
-    ("keeping a small kitchen tidy", [
-        ("clean up while the food is cooking", "there is less to do after the meal"),
-        ("store rarely used tools in a high cupboard",
-         "the counters stay free for the things you use every day"),
-        ("wipe the counters every evening", "crumbs and stains never have time to build up"),
-    ]),
-]  # fmt: skip
-FOLLOW_UPS = [
-    "Thanks! Could you explain the {ordinal} point in more detail?",
-    "That sounds useful. Why does the {ordinal} tip matter so much?",
-    "Can you say more about the {ordinal} suggestion?",
-]
-ORDINALS = ["first", "second", "third"]
-GREETING = "Hello! I am happy to help with everyday questions. What would you like to know?"
+
+def conversation(pairs: Pairs) -> list[dict]:
+    """LLaVA turns of (question, answer) rounds: human asks, gpt answers."""
+    turns = []
+    for question, answer in pairs:
+        turns.append({"from": "human", "value": question})
+        turns.append({"from": "gpt", "value": answer})
+    return turns
+
+
+def llava_record(record_id: object, pairs: Pairs, image: str | None = None) -> dict:
+    """One LLaVA-format record (keys in the published files' order: id, image, turns)."""
+    record: dict = {"id": record_id}
+    if image is not None:
+        record["image"] = image
+    record["conversations"] = conversation(pairs)
+    return record
 
 
 def _article(phrase: str) -> str:
@@ -287,22 +89,22 @@ class RecordMaker:
     # -- scene and sentences ----------------------------------------------------------
     def _scene(self) -> dict:
         rng = self.rng
-        action, places, objects, outdoors, kind = rng.choice(SCENES)
-        phrase, noun, plural = rng.choice(PEOPLE if kind == "people" else ANIMALS)
+        action, places, objects, outdoors, kind = rng.choice(phrases.SCENES)
+        phrase, noun, plural = rng.choice(phrases.PEOPLE if kind == "people" else phrases.ANIMALS)
         chosen = rng.sample(objects, k=min(len(objects), rng.randint(2, 3)))
-        time_phrase, time_name = rng.choice(TIMES)
+        time_phrase, time_name = rng.choice(phrases.TIMES)
         return {
             "subject": phrase,
             "noun": noun,
             "be": "are" if plural else "is",
             "action": action,
             "place": rng.choice(places),
-            "objects": [(rng.choice(COLORS), name) for name in chosen],
+            "objects": [(rng.choice(phrases.COLORS), name) for name in chosen],
             "time": time_phrase,
             "time_name": time_name,
-            "weather": rng.choice(WEATHER) if outdoors else None,
+            "weather": rng.choice(phrases.WEATHER) if outdoors else None,
             "people": rng.randint(0 if kind == "animals" else 1, 6),
-            "mood": rng.choice(MOODS),
+            "mood": rng.choice(phrases.MOODS),
         }
 
     def _objects_phrase(self, scene: dict) -> str:
@@ -321,7 +123,7 @@ class RecordMaker:
             sentences.append(f"The weather looks {s['weather']}, and the light is soft.")
         if s["people"] > 1:
             sentences.append(
-                f"In total, {NUMBER_WORDS[s['people']]} people can be seen in the scene, "
+                f"In total, {phrases.NUMBER_WORDS[s['people']]} people can be seen in the scene, "
                 "some of them in the background."
             )
         sentences.append(f"The overall atmosphere of the scene is {s['mood']} and natural.")
@@ -336,7 +138,7 @@ class RecordMaker:
         s = scene
         if rng.random() < 0.5:
             question = f"Why might the {s['noun']} be {s['action']} {s['place']}?"
-            reasons = rng.sample(REASONS, k=rng.randint(1, 3))
+            reasons = rng.sample(phrases.REASONS, k=rng.randint(1, 3))
             answer = (
                 f"The {s['noun']} might be {s['action']} {s['place']} because "
                 + "; also, ".join(reasons)
@@ -345,7 +147,7 @@ class RecordMaker:
             )
         else:
             question = f"What should the {s['noun']} keep in mind while {s['action']}?"
-            tips = rng.sample(SAFETY, k=rng.randint(1, 3))
+            tips = rng.sample(phrases.SAFETY, k=rng.randint(1, 3))
             answer = (
                 f"While {s['action']} {s['place']}, it is a good idea to keep a few things in "
                 "mind, such as " + ", as well as ".join(tips) + ". This helps the activity "
@@ -368,7 +170,7 @@ class RecordMaker:
             (
                 "How many people are visible in the image?",
                 _cap(
-                    f"{NUMBER_WORDS[s['people']]} "
+                    f"{phrases.NUMBER_WORDS[s['people']]} "
                     f"{'person is' if s['people'] == 1 else 'people are'} visible in the image."
                 ),
             ),
@@ -395,7 +197,7 @@ class RecordMaker:
             )
         return rng.choice(options)
 
-    def _image_turns(self, rounds: int) -> list[tuple[str, str]]:
+    def _image_turns(self, rounds: int) -> Pairs:
         rng = self.rng
         scene = self._scene()
         pairs = []
@@ -407,7 +209,7 @@ class RecordMaker:
                     first_kind if number == 0 else rng.choices(["short", "reason"], [0.8, 0.2])[0]
                 )
                 if kind == "detail":
-                    pair = (rng.choice(DETAIL_PROMPTS), self._detail_answer(scene))
+                    pair = (rng.choice(phrases.DETAIL_PROMPTS), self._detail_answer(scene))
                 elif kind == "reason":
                     pair = self._reasoning(scene)
                 else:
@@ -418,10 +220,10 @@ class RecordMaker:
             pairs.append(pair)
         return pairs
 
-    def _text_turns(self, rounds: int) -> list[tuple[str, str]]:
+    def _text_turns(self, rounds: int) -> Pairs:
         rng = self.rng
-        topic, tips = rng.choice(TOPICS)
-        listed = "; ".join(f"{ORDINALS[i]}, {tip}" for i, (tip, _) in enumerate(tips))
+        topic, tips = rng.choice(phrases.TOPICS)
+        listed = "; ".join(f"{phrases.ORDINALS[i]}, {tip}" for i, (tip, _) in enumerate(tips))
         pairs = [
             (
                 f"Can you give me a few tips for {topic}?",
@@ -431,7 +233,7 @@ class RecordMaker:
         ]
         for which in rng.sample(range(len(tips)), k=rounds - 1):
             tip, why = tips[which]
-            question = rng.choice(FOLLOW_UPS).format(ordinal=ORDINALS[which])
+            question = rng.choice(phrases.FOLLOW_UPS).format(ordinal=phrases.ORDINALS[which])
             answer = f"Of course. It helps to {tip} because {why}."
             if rng.random() < 0.5:
                 answer += " Try it for a week and see how it works for you."
@@ -465,27 +267,19 @@ class RecordMaker:
         rounds = self.round_deck.pop()
         draw = rng.random()
         if draw < SHARE_TEXT_ONLY:  # text-only; the first SHARE_GPT_FIRST open with gpt
-            conversations = self._conversation(self._text_turns(rounds))
+            pairs = self._text_turns(rounds)  # drawn before the id, as ever (same bytes)
+            record = llava_record(self._text_id(), pairs)
             if draw < SHARE_GPT_FIRST:
-                conversations.insert(0, {"from": "gpt", "value": GREETING})
-            return {"id": self._text_id(), "conversations": conversations}
+                record["conversations"].insert(0, {"from": "gpt", "value": phrases.GREETING})
+            return record
         if self.images and rng.random() < SHARE_REPEATED_IMAGE:
             record_id, image = rng.choice(self.images)
         else:
             record_id, image = self._new_image()
-        conversations = self._conversation(self._image_turns(rounds))
-        first = conversations[0]["value"]
+        (question, answer), *rest = self._image_turns(rounds)
         at_end = rng.random() < SHARE_TAG_AT_END
-        conversations[0]["value"] = f"{first}\n<image>" if at_end else f"<image>\n{first}"
-        return {"id": record_id, "image": image, "conversations": conversations}
-
-    @staticmethod
-    def _conversation(pairs: list[tuple[str, str]]) -> list[dict]:
-        turns = []
-        for question, answer in pairs:
-            turns.append({"from": "human", "value": question})
-            turns.append({"from": "gpt", "value": answer})
-        return turns
+        question = f"{question}\n<image>" if at_end else f"<image>\n{question}"
+        return llava_record(record_id, [(question, answer), *rest], image)
 
 
 def generate_records(count: int, seed: int = DEFAULT_SEED) -> Iterator[dict]:
@@ -501,6 +295,102 @@ def write_demo(path: str | Path, count: int = DEFAULT_RECORDS, seed: int = DEFAU
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
         json.dump(records, fh, indent=1, ensure_ascii=False)
         fh.write("\n")
+
+
+# -- the other record mixes, of the same pieces ---------------------------------------
+def tiny_records(count: int = 300, seed: int = 0) -> list[dict]:
+    """The test suite's tiny corpus: one- and two-round records, `<image>` already removed.
+
+    The tiny test tokenizer and the tests' golden numbers are built on exactly these
+    records, so their draws stay as they are.
+    """
+    rng = random.Random(seed)
+    records = []
+    for i in range(count):
+        subject, place = rng.choice(phrases.TINY_SUBJECTS), rng.choice(phrases.TINY_PLACES)
+        color = rng.choice(phrases.TINY_COLORS)
+        question = (
+            f"\nWhat is the {color} {subject} doing?"
+            if i % 2
+            else f"Describe the {subject} in the picture.\n"
+        )
+        pairs = [(question, f"The {color} {subject} is {place}. The scene is bright.")]
+        if i % 3 == 0:
+            other = rng.choice(phrases.TINY_SUBJECTS)
+            answer = rng.choice(["Yes, there is one.", "No, I see none."])
+            pairs.append((f"Is there a {other} too?", answer))
+        records.append(llava_record(f"{i:06d}", pairs, image=f"{i:012d}.jpg"))
+    return records
+
+
+def filler_records(
+    count: int, words_per_answer: int, seed: int = 0, id_prefix: str = "filler"
+) -> list[dict]:
+    """One-round text-only records whose answers are `words_per_answer` random words.
+
+    Every word is at least one token, so each record fills a sequence of that many tokens:
+    what a throughput measurement at a fixed sequence length needs (sbt.gpu_check).
+    """
+    rng = random.Random(seed)
+    records = []
+    for i in range(count):
+        answer = " ".join(rng.choice(phrases.FILLER_WORDS) for _ in range(words_per_answer))
+        records.append(
+            llava_record(f"{id_prefix}-{i}", [(phrases.FILLER_QUESTION.format(i), answer)])
+        )
+    return records
+
+
+def sample_lengths(count: int, rng: random.Random, maximum: int = LENGTH_MAX) -> list[int]:
+    """LLaVA-like conversation lengths in tokens: log-normal, clipped to [40, maximum]."""
+    lengths = []
+    for _ in range(count):
+        length = rng.lognormvariate(math.log(LENGTH_MEDIAN), LENGTH_SIGMA)
+        lengths.append(round(min(max(length, LENGTH_MIN), maximum)))
+    return lengths
+
+
+def text_rounds(seed: int) -> Iterator[tuple[str, str]]:
+    """The demo records' (question, answer) rounds, endlessly; no `<image>`, no greeting."""
+    maker = RecordMaker(seed)
+    while True:
+        turns = maker.make()["conversations"]
+        if turns[0]["from"] == "gpt":
+            turns = turns[1:]
+        for question, answer in zip(turns[::2], turns[1::2], strict=True):
+            yield question["value"].replace("<image>", "").strip(), answer["value"]
+
+
+def length_mix_records(
+    lengths: list[int],
+    n_tokens: Callable[[str], int],
+    overhead: int,
+    seed: int,
+    per_round: int = 4,
+    id_prefix: str = "mix",
+) -> list[dict]:
+    """Text-only records of the demo's rounds (`text_rounds`), one per target length.
+
+    Rounds are added until a record reaches its length in tokens, the last answer cut to
+    fit. `n_tokens` counts a text's tokens; `overhead`: those of the template's system
+    text and role tags; `per_round`: those each further round adds (tags, separators).
+    """
+    source = text_rounds(seed)
+    records = []
+    for index, target in enumerate(lengths):
+        pairs: Pairs = []
+        used = overhead
+        while used < target or not pairs:  # at least one round
+            question, answer = next(source)
+            room = target - used - per_round - n_tokens(question)
+            answer_tokens = n_tokens(answer)
+            if room < answer_tokens:  # cut the answer to fit the sampled length
+                words = answer.split()
+                answer = " ".join(words[: max(1, len(words) * max(room, 0) // answer_tokens)])
+            pairs.append((question, answer))
+            used += per_round + n_tokens(question) + n_tokens(answer)
+        records.append(llava_record(f"{id_prefix}-{index:05d}", pairs))
+    return records
 
 
 @cli
