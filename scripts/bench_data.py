@@ -41,6 +41,11 @@ MODES = {
     "after-tokenize": "after: Dataset.map into the Arrow cache, global rank 0",
     "after-cache": "after: the Arrow cache opened, every other rank",
     "after-cache-read": "after: the Arrow cache opened, every row read once",
+    # What rank 0 holds to read the records it tokenizes: sbt.lazy_records, against the
+    # loader datasets has for JSON files, which a JSON list makes parse the whole file
+    # into Python objects at once (datasets/packaged_modules/json) before Arrow gets it.
+    "read-lazy": "reading: sbt.lazy_records.read_records, every record decoded once",
+    "read-datasets": "reading: datasets.Dataset.from_json, every row read once",
 }
 
 
@@ -93,6 +98,24 @@ def old_from_cache(cache: Path) -> list[dict]:
         ]
 
 
+def read_every_record(mode: str, data: Path, cache: Path) -> int:
+    """Read the data file's records, each once, by one of the two readers; their count."""
+    if mode == "read-lazy":
+        from sbt.lazy_records import read_records
+
+        records = read_records(data)
+        for index in range(len(records)):
+            records[index]
+        return len(records)
+    import datasets
+
+    shutil.rmtree(cache, ignore_errors=True)
+    rows = datasets.Dataset.from_json(str(data), cache_dir=str(cache))
+    for index in range(len(rows)):
+        rows[index]
+    return len(rows)
+
+
 class _OneProcess:
     """What prepare_train_data needs of TrainingArguments, for a single process."""
 
@@ -135,7 +158,9 @@ def run_mode(mode: str, workdir: Path) -> dict:
     gc.collect()
     baseline = _max_rss()
     start = time.perf_counter()
-    if mode == "before-tokenize":
+    if mode.startswith("read-"):
+        held = read_every_record(mode, data, workdir / "datasets-cache")
+    elif mode == "before-tokenize":
         held = old_tokenize(data, tokenizer, npz)
     elif mode == "before-cache":
         held = old_from_cache(npz)
@@ -155,7 +180,9 @@ def run_mode(mode: str, workdir: Path) -> dict:
                 held.dataset[index]
     seconds = time.perf_counter() - start
     peak = _max_rss()
-    if isinstance(held, list):
+    if mode.startswith("read-"):
+        examples, tokens = held, None
+    elif isinstance(held, list):
         examples, tokens = len(held), sum(len(ex["input_ids"]) for ex in held)
     else:
         import pyarrow.compute as pc
@@ -200,6 +227,9 @@ def report(results: dict, records: int) -> None:
         "tokenizer)"
     )
     for mode, result in results.items():
+        if mode.startswith("read-"):
+            print(f"  {MODES[mode]}: {result['above'] / 2**20:.0f} MiB ({result['seconds']:.1f} s)")
+            continue
         print(
             f"  {MODES[mode]}: {result['above'] / 2**20:.0f} MiB "
             f"({result['above'] / result['tokens']:.1f} bytes a token, {result['seconds']:.1f} s)"
@@ -207,6 +237,8 @@ def report(results: dict, records: int) -> None:
     for after, before in (("after-tokenize", "before-tokenize"), ("after-cache", "before-cache")):
         ratio = results[after]["above"] / results[before]["above"]
         print(f"data path ratio ({after.removeprefix('after-')}): after / before = {ratio:.2f}")
+    ratio = results["read-lazy"]["above"] / results["read-datasets"]["above"]
+    print(f"record reading ratio: lazy_records / datasets' JSON loader = {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -224,6 +224,8 @@ def test_bench_measures_the_data_path_before_and_after(tmp_path, capsys):
     assert bench_main(["--measure", "data", "--records", "40", "--workdir", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("data path: 40 LLaVA-like records -> 40 examples, ")
-    assert [line.split(":")[0].strip() for line in lines[1:6]] == ["before"] * 2 + ["after"] * 3
-    assert lines[-2].startswith("data path ratio (tokenize): after / before = ")
-    assert lines[-1].startswith("data path ratio (cache): after / before = ")
+    labels = ["before"] * 2 + ["after"] * 3 + ["reading"] * 2
+    assert [line.split(":")[0].strip() for line in lines[1:8]] == labels
+    assert lines[-3].startswith("data path ratio (tokenize): after / before = ")
+    assert lines[-2].startswith("data path ratio (cache): after / before = ")
+    assert lines[-1].startswith("record reading ratio: lazy_records / datasets' JSON loader = ")

@@ -125,14 +125,6 @@ def peak_for_mfu(
     return given or peak_bf16_tflops(device_name, sm_count)
 
 
-def device_peak_tflops(index: int = 0) -> tuple[str, float | None]:
-    """(name, dense bf16 peak in TFLOP/s or None) of CUDA device `index`."""
-    import torch
-
-    props = torch.cuda.get_device_properties(index)
-    return props.name, peak_bf16_tflops(props.name, props.multi_processor_count)
-
-
 def llama_param_count(shape: Mapping[str, int], tie_word_embeddings: bool = False) -> int:
     """Parameters of LlamaForCausalLM of this shape: embeddings, layers, final norm, head."""
     hidden, inter = shape["hidden_size"], shape["intermediate_size"]
