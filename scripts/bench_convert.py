@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Time our text-only converter against the published snippet on the same generated file.
 
-Both run in their own subprocess and their outputs must parse to identical content. The
+Both run in their own subprocess and their outputs must be byte-identical. The
 last two lines hold the targets, as ratios with PASS or FAIL: our time over the snippet's
 (at most TIME_TARGET) and our peak memory over the input file's size (at most
 MEMORY_TARGET; peak memory is the process's peak resident set, from os.wait4). The input
@@ -14,6 +14,7 @@ input the interpreter alone outweighs the file.
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
 import subprocess
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(ours_out, encoding="utf-8") as fh:
             identical = json.load(fh) == expected
         del expected
+        same_bytes = filecmp.cmp(snippet_out, ours_out, shallow=False)
 
         print("best of each:")
         for name, output in outputs.items():
@@ -160,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"output {output.stat().st_size / 1e6:.1f} MB"
             )
         print(f"outputs parse to identical content: {'yes' if identical else 'NO'}")
-        if not identical:
+        print(f"outputs are byte-identical: {'yes' if same_bytes else 'NO'}")
+        if not (identical and same_bytes):
             return 1
         (ours, ours_rss), (snippet, _) = best["convert_text_only"], best["published snippet"]
         verdict = {True: "PASS", False: "FAIL"}

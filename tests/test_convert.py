@@ -184,24 +184,85 @@ def test_huge_record_is_read_whole(tmp_path):
     assert read_output(out) == run_published_snippet(source, tmp_path)
 
 
-# The converted demo collection, byte for byte (one record a line, compact, raw UTF-8).
-DEMO_OUTPUT_SHA256 = "c21d9340aadf996b8dfdd2b6bbda7b7b5bc59cca9b0146b5a45767dfa36b6431"
+# The converted demo collection, byte for byte (json.dump(records, indent=4), ASCII escapes).
+DEMO_OUTPUT_SHA256 = "d2653ef4984596d40cd5af7689ec2972701130a68bb794ea2072272b1fa3c71c"
 
 
-def test_output_bytes_are_pinned(tmp_path):
+def snippet_bytes(source: Path, tmp_path: Path) -> bytes:
+    """The bytes the study's own conversion loop writes for ``source``."""
+    run_published_snippet(source, tmp_path)
+    return (tmp_path / f"{source.stem}.snippet.json").read_bytes()
+
+
+def test_output_bytes_are_the_snippets(tmp_path):
     out = tmp_path / "out.json"
     llava.convert([DEMO], out)
-    expected = run_published_snippet(DEMO, tmp_path)
-    lines = [json.dumps(record, ensure_ascii=False) for record in expected]
-    assert out.read_text(encoding="utf-8") == "[\n" + ",\n".join(lines) + "\n]\n"
+    assert out.read_bytes() == snippet_bytes(DEMO, tmp_path)
     assert hashlib.sha256(out.read_bytes()).hexdigest() == DEMO_OUTPUT_SHA256
+
+
+# Values whose encoding could differ between one json.dump of the list and one
+# json.dumps(record, indent=4) a record: escapes, nesting, numbers.
+BYTE_EDGE_RECORDS = [
+    {"id": "nested", "empty_object": {}, "empty_list": [], "deep": {"a": [{}, [], [[]], {"b": {}}]},
+     "conversations": [turn("human", "<image>\n"), turn("gpt", "")]},
+    {"id": "numbers", "floats": [0.1, -2.5e-300, 1e300, 3.0, -0.0], "big": 2**70, "neg": -(2**65),
+     "flags": [True, False, None], "conversations": [turn("human", "x<image>y")]},
+    {"id": "unicode_é猫", "conversations": [
+        turn("human", "naïve 猫 🐈 \u00a0 \u2028 \t tab \\ back \" quote \x00 \x1f"),
+        turn("gpt", "\U0001f600 \ufeff")]},
+    {"id": 0, "conversations": [turn("gpt", "<image>")], "image": "0.jpg"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [{"indent": 4}, {"ensure_ascii": False}, {"indent": 1, "ensure_ascii": False}],
+    ids=["indent4", "compact-utf8", "indent1-utf8"],
+)
+def test_edge_values_are_byte_exact(tmp_path, layout):
+    source = write_json_file(tmp_path / "raw.json", BYTE_EDGE_RECORDS + EDGE_RECORDS, **layout)
+    out = tmp_path / "out.json"
+    llava.convert([source], out)
+    assert out.read_bytes() == snippet_bytes(source, tmp_path)
+    assert out.read_bytes().isascii()
+
+
+def test_lone_surrogates_and_nan_are_byte_exact(tmp_path):
+    raw = (
+        '[{"id": "sur", "x": [NaN, Infinity, -Infinity, 1E5, 12345678901234567890123],'
+        ' "conversations": [{"from": "human", "value": "<image>\\ud800 \\udfff\\udbff\\udc00"},'
+        ' {"from": "gpt", "value": "\\ud83d"}]}]'
+    )
+    source = tmp_path / "raw.json"
+    source.write_text(raw, encoding="utf-8")
+    out = tmp_path / "out.json"
+    llava.convert([source], out)
+    assert out.read_bytes() == snippet_bytes(source, tmp_path)
+
+
+@pytest.mark.parametrize("count", [0, 1, 2])
+def test_small_lists_are_byte_exact(tmp_path, count):
+    source = write_json_file(tmp_path / "raw.json", EDGE_RECORDS[:count], indent=4)
+    out = tmp_path / "out.json"
+    llava.convert([source], out)
+    assert out.read_bytes() == snippet_bytes(source, tmp_path)
+
+
+def test_options_and_subsampling_keep_the_snippets_layout(tmp_path):
+    source = write_json_file(tmp_path / "raw.json", EDGE_RECORDS)
+    out = tmp_path / "out.json"
+    options = llava.ConvertOptions(max_records=4, seed=1, drop_image_key=True)
+    llava.convert([source], out, options=options)
+    records = json.loads(out.read_bytes())
+    assert len(records) == 4 and out.read_bytes() == json.dumps(records, indent=4).encode()
 
 
 def test_output_is_a_json_list_and_empty_list_works(tmp_path):
     source = write_json_file(tmp_path / "raw.json", [])
     out = tmp_path / "out.json"
     stats = llava.convert([source], out, stats_path=tmp_path / "stats.json")
-    assert out.read_text() == "[]\n"
+    assert out.read_text() == "[]"  # as json.dump writes an empty list
     assert stats["records_out"] == 0 and stats["rounds_mean"] is None
     saved = json.loads((tmp_path / "stats.json").read_text())
     assert saved["provenance"]["stage"] == "convert_text_only"
@@ -295,6 +356,31 @@ def test_invalid_input_fails_with_one_line_and_no_output(tmp_path, capsys, case)
         assert part in lines[0]
     assert not out.exists() and not stats.exists()
     assert list((tmp_path / "out").iterdir()) == []  # no temporary file left behind
+
+
+SCHEMA_CASES = ["record-not-object", "missing-conversations", "conversations-not-list",
+                "conversations-empty", "turn-not-object", "turn-without-from",
+                "turn-without-value", "value-not-string", "unknown-role", "bad-id", "bool-id"]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", SCHEMA_CASES)
+def test_training_rejects_what_conversion_rejects_with_the_same_line(tmp_path, case):
+    """One schema (sbt.records): both training loaders fail on the converter's line."""
+    from sbt.lazy_records import read_records
+    from sbt.tokenize_chat import load_records
+
+    source = tmp_path / "bad.json"
+    source.write_text(INVALID_CASES[case][0], encoding="utf-8")
+    errors = []
+    for load in (
+        lambda path: llava.convert([path], tmp_path / "o.json"),
+        load_records,
+        read_records,
+    ):
+        with pytest.raises(InputError) as caught:
+            load(source)
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1] == errors[2]
 
 
 def test_invalid_utf8_and_missing_file(tmp_path, capsys):
@@ -762,6 +848,7 @@ def test_bench_runs_and_compares_outputs(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert "first turn from gpt" in lines[0] and "without image" in lines[0]
     assert "outputs parse to identical content: yes" in lines
+    assert "outputs are byte-identical: yes" in lines
     assert re.fullmatch(r"time ratio: [\d.]+ \(.*target <= 1\.5\): (PASS|FAIL)", lines[-2])
     assert re.fullmatch(r"memory ratio: [\d.]+ \(.*target <= 3\.0\): (PASS|FAIL)", lines[-1])
     assert list(tmp_path.iterdir()) == []  # its temporary folder is gone

@@ -10,6 +10,7 @@ import pytest
 
 from sbt import llava
 from sbt.demo import llava as make_demo_llava
+from sbt.records import find_problem
 
 DEMO = make_demo_llava.DEFAULT_OUTPUT
 
@@ -37,7 +38,7 @@ def test_file_is_commit_sized_and_reads_like_json_load(demo_records):
 
 def test_every_record_is_valid(demo_records):
     for index, record in enumerate(demo_records):
-        assert llava.find_problem(record) is None, (index, record)
+        assert find_problem(record) is None, (index, record)
         turns = record["conversations"]
         start = 1 if turns[0]["from"] == "gpt" else 0
         roles = [t["from"] for t in turns[start:]]
@@ -104,4 +105,4 @@ def test_demo_converts_with_expected_statistics(tmp_path, demo_records):
 def test_record_maker_streams_any_number(tmp_path):
     records = list(make_demo_llava.generate_records(1000, seed=9))
     assert records == list(make_demo_llava.generate_records(1000, seed=9))
-    assert all(llava.find_problem(r) is None for r in records)
+    assert all(find_problem(r) is None for r in records)

@@ -170,7 +170,8 @@ def test_chat_template_labels(tiny_backbone_factory):
 
 def test_preview_tokens_cli(tiny_backbone, tiny_records, tmp_path, capsys):
     data = tmp_path / "data.json"
-    data.write_text(json.dumps([*tiny_records[:5], {"id": "e", "conversations": []}]))
+    no_answer = {"id": "e", "conversations": [{"from": "human", "value": "Anyone there?"}]}
+    data.write_text(json.dumps([*tiny_records[:5], no_answer]))
     output = tmp_path / "preview.jsonl"
     argv = ["--tokenizer", str(tiny_backbone), "--template", "v1", "--input", str(data),
             "--output", str(output), "--max-length", "256", "--show", "1"]  # fmt: skip
@@ -197,7 +198,9 @@ def test_preview_tokens_bad_input_leaves_nothing(tiny_backbone, tmp_path, capsys
     assert not output.exists()
     assert list(tmp_path.iterdir()) == [data]
     err = capsys.readouterr().err.strip()
-    assert err == f"error: {data}: record 0 (id 'x'): field 'conversations': missing or not a list"
+    assert err == (
+        f"error: {data}: record 0 (id 'x'): field 'conversations': must be a list, got a string"
+    )
 
 
 @pytest.mark.parametrize("template", ["llama_2", "v1"])  # the demo backbones' templates

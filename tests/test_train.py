@@ -77,7 +77,8 @@ def test_hparams_defaults_and_errors():
 
 def test_full_fine_tuning(tiny_backbone, tiny_records, tmp_path):
     data = tmp_path / "data.json"
-    data.write_text(json.dumps([*tiny_records[:99], {"id": "e", "conversations": []}]))
+    no_answer = {"id": "e", "conversations": [{"from": "human", "value": "Anyone there?"}]}
+    data.write_text(json.dumps([*tiny_records[:99], no_answer]))
     output = tmp_path / "full"
     info = train(
         str(tiny_backbone), "v1", "full", data, output, FAST | {"max_skipped_fraction": 0.05}

@@ -87,7 +87,7 @@ def test_a_malformed_record_is_named_by_its_place_in_the_file(
         build_tokenized(tmp_path / "work" / "tokenized-x", data, tokenizer, "v1", 48, 1.0)
     assert str(caught.value) == (
         f"{data}: record 20 (id 'odd'): field 'conversations[0].from': "
-        "role must be 'human' or 'gpt', got 'system'"
+        "unknown role 'system' (expected 'human' or 'gpt')"
     )
     assert [p.name for p in tmp_path.iterdir()] == ["data.json"]
 
@@ -176,20 +176,26 @@ def test_a_fresh_start_keeps_this_runs_tokenized_data(tmp_path, capsys):
     assert (keep / "meta.json").is_file()
 
 
+# "T" stands for a valid turn list (the shared schema, sbt.records, wants one or more turns).
+_TURNS = '[{"from": "gpt", "value": "a"}]'
 READER_CASES = {
-    "plain": '[{"id": 1, "conversations": []}, {"id": "a\\"]}", "conversations": [{"from": "human", "value": "[{x}]"}]}]',  # noqa: E501
-    "spaces and unicode": ' \n[ \n{"conversations": []} ,\n {"conversations": [], "é": "ü😀"} \n]\n',
-    "empty list": "[ ]",
-    "object": '{"conversations": []}',
-    "not an object": '[1, {"conversations": []}]',
-    "a string": '["x"]',
-    "no comma": '[{"conversations": []} {"conversations": []}]',
-    "trailing comma": '[{"conversations": []},]',
-    "junk after": '[{"conversations": []}] x',
-    "bad JSON inside": '[{"conversations": [}]',
-    "no conversations": '[{"id": 3}, {"conversations": 5}]',
-    "nested list": '[[{"conversations": []}]]',
-    "not closed": '[{"conversations": []}',
+    name: text.replace('"conversations": T', f'"conversations": {_TURNS}')
+    for name, text in {
+        "plain": '[{"id": 1, "conversations": T}, {"id": "a\\"]}", "conversations": [{"from": "human", "value": "[{x}]"}]}]',  # noqa: E501
+        "spaces and unicode": ' \n[ \n{"conversations": T} ,\n {"conversations": T, "é": "ü😀"} \n]\n',
+        "empty list": "[ ]",
+        "object": '{"conversations": T}',
+        "not an object": '[1, {"conversations": T}]',
+        "a string": '["x"]',
+        "no comma": '[{"conversations": T} {"conversations": T}]',
+        "trailing comma": '[{"conversations": T},]',
+        "junk after": '[{"conversations": T}] x',
+        "bad JSON inside": '[{"conversations": [}]',
+        "no conversations": '[{"id": 3}, {"conversations": 5}]',
+        "nested list": '[[{"conversations": T}]]',
+        "not closed": '[{"conversations": T}',
+        "empty conversations": '[{"conversations": T}, {"conversations": []}]',
+    }.items()
 }
 
 
@@ -229,3 +235,18 @@ def test_bench_measures_the_data_path_before_and_after(tmp_path, capsys):
     assert lines[-3].startswith("data path ratio (tokenize): after / before = ")
     assert lines[-2].startswith("data path ratio (cache): after / before = ")
     assert lines[-1].startswith("record reading ratio: lazy_records / datasets' JSON loader = ")
+
+
+def test_read_records_reads_the_converters_indented_output(tmp_path):
+    """Training reads what convert_text_only writes (json.dump's indent=4 layout) lazily."""
+    from sbt.demo.llava import DEFAULT_OUTPUT as DEMO
+    from sbt.llava import convert
+
+    convert([DEMO], tmp_path / "data.json")
+    records = read_records(tmp_path / "data.json")
+    assert not isinstance(records, list)  # the lazy reader, not load_records' fallback
+    assert (
+        list(records)
+        == load_records(tmp_path / "data.json")
+        == json.loads((tmp_path / "data.json").read_text())
+    )

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sbt.common import InputError
-from sbt.tokenize_chat import check_record, load_records
+from sbt.records import check_record
+from sbt.tokenize_chat import load_records
 
 # A JSON string (escapes included) or a bracket: enough to find where each object of a
 # JSON list starts and ends without building it (no UTF-8 character contains " or \).

@@ -1,12 +1,11 @@
-"""LLaVA instruction records: reading, validation and the text-only conversion.
+"""LLaVA instruction files: reading and the text-only conversion.
 
 The study turns LLaVA's visual instructions into text-only ones by deleting the ``<image>``
 placeholder from the first turn of every record and keeping everything else. A file is
-read whole and its list's elements are decoded one at a time by the stdlib decoder, so an
-error can name its record, and memory stays near twice the size of an ASCII file (as the
-published files are; ``json.load`` takes four times). The output holds one record a line,
-encoded compactly by the stdlib encoder; it parses to exactly what the published
-json.load / replace / json.dump loop writes.
+read whole and its list's elements are decoded one at a time, so an error can name its
+record (checked by sbt.records' schema), and each record is written once converted: memory
+stays near twice the size of an ASCII file (``json.load`` takes four times). The output is
+byte for byte what the published json.load / replace / json.dump(indent=4) loop writes.
 """
 
 from __future__ import annotations
@@ -14,19 +13,18 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import operator
 import os
 import random
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sbt.common import InputError, atomic_path, input_error, provenance, write_json
+from sbt.common import atomic_path, input_error, int_at_least, provenance, write_json
+from sbt.records import ASSISTANT, HUMAN, check_record, find_problem, record_id
 
 IMAGE_TOKEN = "<image>"
-HUMAN = "human"
-ASSISTANT = "gpt"
-ROLES = (HUMAN, ASSISTANT)
 
 # How many skipped records (and duplicate ids) the stats list by name; counts stay exact.
 MAX_LISTED = 100
@@ -41,16 +39,7 @@ COUNTERS = ("records", "with_image", "tags_removed", "tags_left_later", "first_f
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 # An error followed only by such a token fragment to the end of the file means truncation.
 _CUT_TOKEN = re.compile(r"[\w.+\-\\]*[ \t\n\r]*")
-_KINDS = {type(None): "null", bool: "a boolean", dict: "an object", list: "a list", str: "a string"}
 _TOP_LEVEL = {"{": "an object", '"': "a string", "n": "null", "t": "a boolean", "f": "a boolean"}
-
-
-def json_type(value: object) -> str:
-    """The JSON name of a parsed value's type, for error messages users can map to the file."""
-    for kind, name in _KINDS.items():  # bool before int: True is an int too
-        if isinstance(value, kind):
-            return name
-    return "a number"
 
 
 def _read(path: Path) -> tuple[str, dict]:
@@ -63,8 +52,8 @@ def _read(path: Path) -> tuple[str, dict]:
     except UnicodeDecodeError as exc:
         raise input_error(path, f"not valid UTF-8 at byte {exc.start}") from None
     sha256 = hashlib.sha256(data).hexdigest()
-    source = {"path": str(path), "sha256": sha256, "bytes": len(data), "records": 0}
-    return text, {**source, "skipped_invalid": 0}
+    return text, {"path": str(path), "sha256": sha256, "bytes": len(data), "records": 0,
+                  "skipped_invalid": 0}  # fmt: skip
 
 
 def _elements(path: Path, text: str) -> Iterator[tuple[int, object]]:
@@ -78,10 +67,10 @@ def _elements(path: Path, text: str) -> Iterator[tuple[int, object]]:
     def at(pos: int) -> str:
         return f"byte {len(text[:pos].encode())} (line {text.count(chr(10), 0, pos) + 1})"
 
-    def malformed(pos: int, message: str, index: int | None = None) -> InputError:
+    def malformed(pos: int, message: str, index: int | None = None) -> Exception:
         return input_error(path, f"malformed JSON at {at(pos)}: {message}", index=index)
 
-    def truncated(pos: int, where: str, index: int | None = None) -> InputError:
+    def truncated(pos: int, where: str, index: int | None = None) -> Exception:
         return input_error(path, f"truncated JSON: the file ends {where} ({at(pos)})", index=index)
 
     pos = skip(text, 1 if text.startswith("\ufeff") else 0).end()
@@ -116,69 +105,35 @@ def _elements(path: Path, text: str) -> Iterator[tuple[int, object]]:
         raise malformed(pos, "data after the closing ']'")
 
 
-def record_id(record: object) -> str | int | None:
-    """The record's id when it is usable in messages, else None."""
-    value = record.get("id") if isinstance(record, dict) else None
-    return value if isinstance(value, (str, int)) and not isinstance(value, bool) else None
-
-
-def find_problem(record: object) -> tuple[str | None, str] | None:
-    """First schema problem of a record as ``(field, message)``, or None when it is valid.
-
-    Checked: an object; ``id`` (optional) a string or integer; ``conversations`` a non-empty
-    list of objects, each with ``from`` in ROLES and a string ``value``. Other keys are free.
-    """
-    if not isinstance(record, dict):
-        return None, f"record must be an object, got {json_type(record)}"
-    if "id" in record and record_id(record) is None:
-        return "id", f"must be a string or an integer, got {json_type(record['id'])}"
-    if "conversations" not in record:
-        return "conversations", "missing"
-    turns = record["conversations"]
-    if not isinstance(turns, list):
-        return "conversations", f"must be a list, got {json_type(turns)}"
-    if not turns:
-        return "conversations", "empty list"
-    for number, turn in enumerate(turns):
-        where = f"conversations[{number}]"
-        if not isinstance(turn, dict):
-            return where, f"turn must be an object, got {json_type(turn)}"
-        if "from" not in turn:
-            return f"{where}.from", "missing"
-        if "value" not in turn:
-            return f"{where}.value", "missing"
-        if turn["from"] not in ROLES:
-            return f"{where}.from", f"unknown role {turn['from']!r} (expected 'human' or 'gpt')"
-        if not isinstance(turn["value"], str):
-            return f"{where}.value", f"must be a string, got {json_type(turn['value'])}"
-    return None
-
-
-def check_record(record: object, path: str | os.PathLike, index: int) -> None:
-    """Raise the one-line InputError for a record's first schema problem, if any."""
-    problem = find_problem(record)
-    if problem is not None:
-        field_name, message = problem
-        raise input_error(path, message, index=index, record_id=record_id(record), field=field_name)
-
-
 def iter_valid_records(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """A LLaVA file's records with their index, raising InputError at the first invalid one."""
     for index, record in _elements(Path(path), _read(Path(path))[0]):
-        check_record(record, path, index)
+        check_record(record, index, path)
         yield index, record
+
+
+def _option(default: object, help_text: str, **argparse_kwargs: object) -> object:
+    """A ConvertOptions field whose metadata is its sbt.convert flag (help, type, metavar)."""
+    return field(default=default, metadata={"help": help_text, **argparse_kwargs})
 
 
 @dataclass(frozen=True)
 class ConvertOptions:
     """How to convert. The defaults reproduce the published rule exactly."""
 
-    strip_newline: bool = False  # strip whitespace around a turn the tag was removed from
-    all_turns: bool = False  # remove the tag from every turn, not only the first
-    drop_image_key: bool = False  # delete the record's "image" key
-    skip_invalid: bool = False  # skip (and count) invalid records instead of failing
-    max_records: int | None = None  # seeded subsample of this many valid records
-    seed: int = 0
+    strip_newline: bool = _option(
+        False, "strip whitespace around a turn after removing its <image> tag"
+    )
+    all_turns: bool = _option(False, "remove <image> from every turn, not only the first")
+    drop_image_key: bool = _option(False, 'delete each record\'s "image" key')
+    skip_invalid: bool = _option(
+        False, "skip invalid records (counted and listed in the stats) instead of failing"
+    )
+    max_records: int | None = _option(
+        None, "keep a seeded random subset of N records (in their original order)",
+        type=int_at_least(0), metavar="N",
+    )  # fmt: skip
+    seed: int = _option(0, "seed for --max-records (default 0)", type=int)
 
     def __post_init__(self) -> None:
         if self.max_records is not None and self.max_records < 0:
@@ -195,12 +150,13 @@ def _convert(record: dict, options: ConvertOptions) -> tuple[int, ...]:
     messages, chars, previous = {HUMAN: 0, ASSISTANT: 0}, {HUMAN: 0, ASSISTANT: 0}, None
     for number, turn in enumerate(record["conversations"]):
         value, role = turn["value"], turn["from"]
-        if IMAGE_TOKEN in value and (number == 0 or options.all_turns):
-            removed += value.count(IMAGE_TOKEN)
+        tags = value.count(IMAGE_TOKEN)
+        if tags and (number == 0 or options.all_turns):
+            removed += tags
             value = value.replace(IMAGE_TOKEN, "")
             turn["value"] = value = value.strip() if options.strip_newline else value
-        elif IMAGE_TOKEN in value:
-            left += value.count(IMAGE_TOKEN)
+        else:
+            left += tags
         rounds += role == ASSISTANT and previous == HUMAN  # an answer to a question
         messages[role] += 1
         chars[role] += len(value)
@@ -226,33 +182,16 @@ def convert_record(record: dict, options: ConvertOptions = ConvertOptions()) -> 
     return dict(zip(COUNTERS, _convert(record, options), strict=True))
 
 
-def _encode(record: dict) -> bytes:
-    try:
-        return json.dumps(record, ensure_ascii=False).encode()
-    except UnicodeEncodeError:  # a lone surrogate (from a "\ud8xx" escape) has no UTF-8 form
-        return json.dumps(record).encode()
+def _converted(inputs: list[Path], options: ConvertOptions, progress, sources: list,
+               skipped: list) -> Iterator[tuple[tuple[int, ...], object, str]]:  # fmt: skip
+    """``(counters, id, text)`` of each valid record, converted, in order.
 
-
-def _duplicates(ids: Iterable) -> dict:
-    """How many ids (None: no id) repeat an earlier one, and the first ones repeated."""
-    seen, count, first = set(), 0, []
-    for rid in ids:
-        if rid in seen:
-            count += 1
-            if len(first) < MAX_LISTED_DUPLICATES and rid not in first:
-                first.append(rid)
-        elif rid is not None:
-            seen.add(rid)
-    return {"count": count, "first": first}
-
-
-def _convert_files(inputs: list[Path], options: ConvertOptions, progress) -> tuple:
-    """Read, validate and convert every record in order.
-
-    Returns ``(kept, sources, skipped)``: ``(counters, id, encoded line)`` of each valid
-    record, each file's stats entry, and the first MAX_LISTED skipped records.
+    ``text`` is the record as an element of json.dump(records, indent=4): JSON strings hold
+    no raw newline, so indenting the record's own indent=4 text by one level (4 spaces a
+    line) gives exactly the encoder's lines one level down. Appends each file's stats entry
+    to ``sources`` and the first MAX_LISTED skipped records to ``skipped``.
     """
-    kept, sources, skipped, records_in, bytes_in = [], [], [], 0, 0
+    records_in, bytes_in = 0, 0
     for path in inputs:
         text, source = _read(path)
         sources.append(source)
@@ -262,18 +201,40 @@ def _convert_files(inputs: list[Path], options: ConvertOptions, progress) -> tup
             if progress is not None and records_in % PROGRESS_EVERY == 0:
                 progress(records_in, bytes_in)
             problem = find_problem(record)
-            if problem is None:  # converted, then encoded
-                kept.append((_convert(record, options), record.get("id"), _encode(record)))
+            if problem is None:
+                counters = _convert(record, options)
+                indented = "    " + json.dumps(record, indent=4).replace("\n", "\n    ")
+                yield counters, record.get("id"), indented
                 continue
             if not options.skip_invalid:
-                check_record(record, path, index)
+                check_record(record, index, path)
             source["skipped_invalid"] += 1
             if len(skipped) < MAX_LISTED:
                 reason = (f"field {problem[0]!r}: " if problem[0] else "") + problem[1]
                 entry = {"file": str(path), "index": index, "id": record_id(record)}
                 skipped.append({**entry, "reason": reason})
         del text  # before the next file is read
-    return kept, sources, skipped
+
+
+def _write(fh, records: Iterable[tuple[tuple[int, ...], object, str]]) -> tuple[dict, dict]:
+    """Write the records as json.dump(records, fh, indent=4) does (``[]`` when there are none).
+
+    Returns their counters summed by name and their duplicate ids: how many repeat an
+    earlier id (a record without id repeats none) and the first ones repeated.
+    """
+    totals, seen, repeats, first, opening = [0] * len(COUNTERS), set(), 0, [], "[\n"
+    for counters, rid, text in records:
+        fh.write(opening + text)
+        opening = ",\n"
+        totals = list(map(operator.add, totals, counters))
+        if rid in seen:
+            repeats += 1
+            if len(first) < MAX_LISTED_DUPLICATES and rid not in first:
+                first.append(rid)
+        elif rid is not None:
+            seen.add(rid)
+    fh.write("[]" if opening == "[\n" else "\n]")
+    return dict(zip(COUNTERS, totals, strict=True)), {"count": repeats, "first": first}
 
 
 def convert(
@@ -297,36 +258,36 @@ def convert(
     for path in inputs:
         if not path.is_file():
             raise input_error(path, "not a regular file" if path.exists() else "no such file")
+    sources, skipped, subsample = [], [], None
+    records = _converted(inputs, options, progress, sources, skipped)
+    if options.max_records is not None:  # the only case that holds every record's text
+        records, wanted = list(records), options.max_records
+        subsample = {"max_records": wanted, "seed": options.seed, "records_before": len(records),
+                     "applied": wanted < len(records)}  # fmt: skip
+        if subsample["applied"]:
+            chosen = random.Random(options.seed).sample(range(len(records)), wanted)
+            records = [records[position] for position in sorted(chosen)]
     # The temporary file is opened without truncating it: on ext4, a file truncated to zero
-    # makes close() wait until its data is on disk (auto_da_alloc).
-    with atomic_path(output) as tmp, open(os.open(tmp, os.O_WRONLY), "wb") as fh:
-        kept, sources, skipped = _convert_files(inputs, options, progress)
-        subsample = None
-        if options.max_records is not None:
-            total, wanted = len(kept), options.max_records
-            if wanted < total:
-                chosen = random.Random(options.seed).sample(range(total), wanted)
-                kept = [kept[position] for position in sorted(chosen)]
-            subsample = {"max_records": wanted, "seed": options.seed, "records_before": total}
-            subsample["applied"] = wanted < total
-        lines = b",\n".join(line for *_, line in kept)
-        fh.writelines([b"[\n", lines, b"\n]\n"] if kept else [b"[]\n"])  # no copy of ``lines``
-        columns = zip(*(counters for counters, _, _ in kept), strict=True)
-        totals = dict(zip(COUNTERS, [sum(c) for c in columns] or [0] * len(COUNTERS), strict=True))
-        records = totals["records"]
+    # makes close() wait until its data is on disk (auto_da_alloc). The text is ASCII.
+    with (
+        atomic_path(output) as tmp,
+        open(os.open(tmp, os.O_WRONLY), "w", encoding="utf-8", newline="") as fh,
+    ):
+        totals, duplicates = _write(fh, records)
+        count = totals["records"]
 
         def mean(total: int, count: int) -> float | None:
             return round(total / count, 4) if count else None
 
         stats = {
             "records_in": sum(source["records"] for source in sources),
-            "records_out": records,
+            "records_out": count,
             "skipped_invalid": sum(source["skipped_invalid"] for source in sources),
             "skipped": skipped,
             "rounds_total": totals["rounds"],
-            "rounds_mean": mean(totals["rounds"], records),
+            "rounds_mean": mean(totals["rounds"], count),
             "records_with_image": totals["with_image"],
-            "records_without_image": records - totals["with_image"],
+            "records_without_image": count - totals["with_image"],
             "image_tags_removed": totals["tags_removed"],
             "image_tags_left_in_later_turns": totals["tags_left_later"],
             "first_turn_from_gpt": totals["first_from_gpt"],
@@ -335,7 +296,7 @@ def convert(
             "assistant_messages": totals["assistant_messages"],
             "mean_chars_human": mean(totals["human_chars"], totals["human_messages"]),
             "mean_chars_assistant": mean(totals["assistant_chars"], totals["assistant_messages"]),
-            "duplicate_ids": _duplicates(rid for _, rid, _ in kept),
+            "duplicate_ids": duplicates,
             "options": asdict(options),
             "subsample": subsample,
             "sources": sources,

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from sbt.common import input_error, read_json_file
+from sbt.records import check_record
 from sbt.templates import ConversationError, EmptyMessageError, Template, as_template
 
 IGNORE_INDEX = -100
@@ -52,27 +53,14 @@ _BATCH = 512
 
 
 def load_records(path: str | Path) -> list[dict]:
-    """Read LLaVA-format records (a JSON list, or JSON Lines) and check their shape."""
+    """Read LLaVA-format records (a JSON list, or JSON Lines), each checked by the schema
+    the converter applies (`sbt.records.check_record`)."""
     records = read_json_file(path)
     if not isinstance(records, list):
         raise input_error(path, "expected a JSON list of records")
     for index, record in enumerate(records):
         check_record(record, index, path)
     return records
-
-
-def check_record(record: object, index: int, path: str | Path) -> None:
-    """InputError naming `path` and the record unless it is an object with conversations."""
-    if not isinstance(record, dict):
-        raise input_error(path, "record must be an object", index=index)
-    if not isinstance(record.get("conversations"), list):
-        raise input_error(
-            path,
-            "missing or not a list",
-            index=index,
-            record_id=record.get("id"),
-            field="conversations",
-        )
 
 
 def setup_tokenizer(tokenizer, template: Template | str, max_length: int) -> bool:

@@ -44,8 +44,15 @@ from sbt.templates import Template, as_template
 from sbt.tokenize_chat import IGNORE_INDEX, SKIP_REASONS, skip_summary, tokenize_records
 
 TOKENIZED_CACHE_VERSION = 2  # 1: one .npz file of flat arrays; 2: an Arrow dataset
-# A change in any of these files invalidates the caches (they decide ids and labels).
-_LABELLING_CODE = ("tokenize_chat.py", "templates.py", "train_data.py", "lazy_records.py")
+# A change in any of these files invalidates the caches (they decide ids and labels, and
+# records.py which records are accepted: a cache must not outlive a stricter check).
+_LABELLING_CODE = (
+    "tokenize_chat.py",
+    "templates.py",
+    "train_data.py",
+    "lazy_records.py",
+    "records.py",
+)
 DATA_FILE = "data.arrow"
 META_FILE = "meta.json"
 _MAP_BATCH = 1000  # records per map call (tokenize_records encodes 512 texts at a time)
