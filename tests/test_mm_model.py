@@ -388,3 +388,40 @@ def test_stage1_then_stage2_end_to_end(backbone, tower, shapes, tmp_path):
         stage2.model.multi_modal_projector.linear_2.weight,
         torch.eye(stage2.config.text_config.hidden_size),
     )
+
+
+def test_repeated_ids_bad_records_and_one_token_captions(llava_dir, shapes):
+    from sbt.common import InputError
+
+    model, processor = mm_model.load_llava(llava_dir)
+    tokenizer = processor.tokenizer
+    first, second = records(shapes)[:2]
+    # LLaVA files repeat an id for another conversation about the same image.
+    twin = {**second, "id": first["id"]}
+    features = instruct_features(model, tokenizer, [first, twin])
+    assert [f["image"] for f in features] == [first["image"], second["image"]]
+    assert [f["id"] for f in features] == [first["id"], first["id"]]
+
+    broken = {**second, "id": "broken", "conversations": [*second["conversations"], "oops"]}
+    with pytest.raises(
+        InputError,
+        match=r"record 1 \(id 'broken'\): field 'conversations\[\d+\]': turn must be an object",
+    ):
+        instruct_features(model, tokenizer, [first, broken])
+    untagged = {**second, "id": "untagged", "conversations": second["conversations"][1:]}
+    with pytest.raises(InputError, match=r"expected <image> in exactly one turn, found 0"):
+        instruct_features(model, tokenizer, [untagged])
+
+    # A one-token caption under the study's stage-1 quirk: only its newline is trained.
+    short = records(shapes, "pretrain_chat.json")[0]
+    short = {**short, "conversations": [short["conversations"][0], {"from": "gpt", "value": "A"}]}
+    kept, skips = mm_data.pretrain_records(
+        [short],
+        tokenizer,
+        MAX_LENGTH,
+        image_token_id=model.config.image_token_id,
+        num_image_tokens=16,
+        study=True,
+    )
+    trained = [t for t in kept[0]["labels"] if t != IGNORE_INDEX]
+    assert tokenizer.convert_ids_to_tokens(trained) == ["<0x0A>"] and not any(skips.values())

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from sbt.common import input_error
 from sbt.mm_model import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN
-from sbt.templates import Segments, Template
-from sbt.tokenize_chat import IGNORE_INDEX, tokenize_records
+from sbt.templates import ConversationError, EmptyMessageError, Segments, Template, messages_of
+from sbt.tokenize_chat import IGNORE_INDEX, SKIP_NO_TRAINED_TOKEN, tokenize_records
 
 WRAPPED_IMAGE = IM_START_TOKEN + IMAGE_TOKEN + IM_END_TOKEN
 
@@ -54,6 +54,9 @@ def place_image(conversation: list[dict], *, wrap: bool = True) -> list[dict]:
     """The study's `preprocess_multimodal` on one conversation (a new list; input unchanged)."""
     turns = []
     for turn in conversation:
+        if not isinstance(turn, dict):
+            turns.append(turn)  # reported by _indexed with the record's id
+            continue
         value = turn.get("value")
         if isinstance(value, str) and IMAGE_TOKEN in value:
             value = (IMAGE_TOKEN + "\n" + value.replace(IMAGE_TOKEN, "").strip()).strip()
@@ -101,28 +104,41 @@ def _with_image(records: list[dict], source: str | Path) -> None:
 def _features(
     examples: list[dict], records: list[dict], image_token_id: int, count: int, source
 ) -> list[dict]:
-    images = {record.get("id"): record["image"] for record in records}
+    """Expanded features; each example's `id` is its record's index (see `_indexed`)."""
     features = []
     for example in examples:
+        record = records[example["id"]]
         if image_token_id not in example["input_ids"]:
             raise input_error(
                 source,
                 "the image token was truncated away; raise max_length",
-                record_id=example["id"],
+                index=example["id"],
+                record_id=record.get("id"),
                 field="conversations",
             )
         ids, labels = expand_image_token(
             example["input_ids"], example["labels"], image_token_id, count
         )
         features.append(
-            {
-                "id": example["id"],
-                "image": images[example["id"]],
-                "input_ids": ids,
-                "labels": labels,
-            }
+            {"id": record.get("id"), "image": record["image"], "input_ids": ids, "labels": labels}
         )
     return features
+
+
+def _indexed(records: list[dict], conversations: list[list[dict]], source) -> list[dict]:
+    """Records to tokenize, their ids replaced by their index: LLaVA files repeat ids (another
+    conversation about the same image), and the index finds each example's image. Malformed
+    conversations are reported here, with the record's own id."""
+    for index, (record, turns) in enumerate(zip(records, conversations, strict=True)):
+        try:
+            messages_of(turns)
+        except EmptyMessageError:
+            pass  # counted as a skip by tokenize_records
+        except ConversationError as exc:
+            raise input_error(
+                source, str(exc), index=index, record_id=record.get("id"), field=exc.field
+            ) from None
+    return [{"id": i, "conversations": turns} for i, turns in enumerate(conversations)]
 
 
 def instruct_records(
@@ -139,10 +155,11 @@ def instruct_records(
     """Stage-2 features: `{"id", "image", "input_ids", "labels"}` and the skip counts.
 
     Records must have an `image` and `<image>` in one turn (the LLaVA instruction data all
-    do). Record ids must be unique (they map features back to their image files).
+    do).
     """
     _with_image(records, source)
-    placed = [{**r, "conversations": place_image(r["conversations"], wrap=wrap)} for r in records]
+    conversations = [place_image(r["conversations"], wrap=wrap) for r in records]
+    placed = _indexed(records, conversations, source)
     examples, skips = tokenize_records(placed, tokenizer, template, max_length, source=source)
     return _features(examples, records, image_token_id, num_image_tokens, source), skips
 
@@ -164,20 +181,27 @@ def pretrain_records(
     """
     _with_image(records, source)
     image = IMAGE_TOKEN if study else WRAPPED_IMAGE
-    placed = []
+    conversations = []
     for record in records:
-        turns = [dict(turn) for turn in record["conversations"]]
-        if turns and turns[0].get("from") == "human":
+        turns = [dict(t) if isinstance(t, dict) else t for t in record["conversations"]]
+        if turns and isinstance(turns[0], dict) and turns[0].get("from") == "human":
             turns[0]["value"] = image
-        placed.append({**record, "conversations": turns})
+        conversations.append(turns)
+    placed = _indexed(records, conversations, source)
     examples, skips = tokenize_records(
         placed, tokenizer, PRETRAIN_TEMPLATE, max_length, source=source
     )
     if study:
+        kept = []
         for example in examples:
             labels = example["labels"]
-            first = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
-            labels[first] = IGNORE_INDEX
+            trained = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
+            labels[trained[0]] = IGNORE_INDEX
+            if len(trained) > 1:
+                kept.append(example)
+            else:  # a one-token caption: nothing left to train (the study's loss had none)
+                skips[SKIP_NO_TRAINED_TOKEN] += 1
+        examples = kept
     return _features(examples, records, image_token_id, num_image_tokens, source), skips
 
 
