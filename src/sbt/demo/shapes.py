@@ -1,0 +1,297 @@
+#!/usr/bin/env python
+"""A seeded synthetic image collection for the multimodal arm, and a tiny CLIP vision tower.
+
+Images are small PNGs of one or two coloured shapes (circle, square, triangle; red, green,
+blue, yellow) on white, drawn with Pillow. From them, in the study's file formats:
+
+- `pretrain_chat.json`: stage-1 captions in the schema of LLaVA's CC3M-595K `chat.json`
+  (`id`/`image` like `GCC_train_000000000`, a brief-description request with `<image>` before
+  or after it, the caption as the answer);
+- `instruct.json`: stage-2 question answering in the LLaVA instruction schema (`<image>\\n`
+  opening the first human turn, 1-3 rounds: colour, count, presence, description);
+- `pope.json` (JSON Lines, as POPE's `coco_pope_*.json`): "Is there a ... in the image?"
+  with `label` yes/no, half each; `vqa_questions.json` / `vqa_annotations.json`: VQAv2's
+  question and annotation files (ten answers per question, some annotators disagreeing).
+
+The evaluation images are drawn apart from the training images. Same seed, same bytes.
+`build_tiny_vision_tower` writes a randomly initialised `CLIPVisionModel` (56 px, 14 px
+patches: 16 patch tokens) with its image processor config, loadable like
+`openai/clip-vit-large-patch14`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+from sbt.common import atomic_path, cli, write_json
+
+COLORS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (230, 200, 40),
+}
+SHAPES = ("circle", "square", "triangle")
+NUMBER_WORDS = {1: "one", 2: "two"}
+# The kind of request CC3M-595K's chat.json pairs with a caption (LLaVA's brief prompts).
+BRIEF_PROMPTS = (
+    "Describe the image concisely.",
+    "Provide a brief description of the given image.",
+    "Give a short and clear explanation of the subsequent image.",
+    "Share a concise interpretation of the image provided.",
+    "Summarize the visual content of the image.",
+)
+DEFAULT_SEED = 7120
+IMAGE_SIZE = 56
+
+
+def draw(shapes: list[tuple[str, str]], size: int, rng: random.Random):
+    """A white square image with each (colour, shape) in its own part of the picture."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size), (255, 255, 255))
+    pen = ImageDraw.Draw(image)
+    slot = size // len(shapes)
+    for index, (color, shape) in enumerate(shapes):
+        extent = rng.randint(slot * 5 // 10, slot * 8 // 10)
+        left = index * slot + rng.randint(0, slot - extent)
+        top = rng.randint(0, size - extent)
+        box = (left, top, left + extent - 1, top + extent - 1)
+        fill = COLORS[color]
+        if shape == "circle":
+            pen.ellipse(box, fill=fill)
+        elif shape == "square":
+            pen.rectangle(box, fill=fill)
+        else:
+            pen.polygon([(left + extent // 2, top), (box[2], box[3]), (left, box[3])], fill=fill)
+    return image
+
+
+def caption(shapes: list[tuple[str, str]]) -> str:
+    parts = [f"a {color} {shape}" for color, shape in shapes]
+    text = " and ".join(parts)
+    return text[0].upper() + text[1:] + "."
+
+
+def random_shapes(rng: random.Random) -> list[tuple[str, str]]:
+    kinds = rng.sample(SHAPES, rng.choice((1, 2)))
+    return [(rng.choice(sorted(COLORS)), kind) for kind in kinds]
+
+
+def qa_rounds(shapes: list[tuple[str, str]], rng: random.Random) -> list[tuple[str, str]]:
+    """Questions about one image and their answers (shuffled, 1-3 of them)."""
+    color, kind = rng.choice(shapes)
+    present = {k for _, k in shapes}
+    asked = rng.choice(SHAPES)
+    count = len(shapes)
+    presence = (
+        f"Yes, there is a {dict((k, c) for c, k in shapes)[asked]} {asked}."
+        if asked in present
+        else f"No, there is no {asked}."
+    )
+    rounds = [
+        (f"What color is the {kind}?", f"The {kind} is {color}."),
+        (
+            "How many shapes are there in the image?",
+            "There is one shape." if count == 1 else f"There are {NUMBER_WORDS[count]} shapes.",
+        ),
+        (f"Is there a {asked} in the image?", presence),
+        (
+            "Describe the image.",
+            f"The image shows {caption(shapes)[0].lower()}{caption(shapes)[1:]}",
+        ),
+    ]
+    rng.shuffle(rounds)
+    return rounds[: rng.randint(1, 3)]
+
+
+def with_image_tag(text: str, rng: random.Random) -> str:
+    """`<image>` before the text (most records) or after it, as in LLaVA's files."""
+    return f"{text}\n<image>" if rng.random() < 0.25 else f"<image>\n{text}"
+
+
+def vqa_answers(truth: str, others: list[str], rng: random.Random) -> list[str]:
+    """Ten annotators' answers: all agree, or (a quarter of questions) two disagree."""
+    answers = [truth] * 10
+    if rng.random() < 0.25:
+        for position in rng.sample(range(10), 2):
+            answers[position] = rng.choice(others)
+    return answers
+
+
+def vqa_entry(shapes, question_id: int, image_id: int, rng: random.Random):
+    """One VQAv2 question and its annotation about an image."""
+    color, kind = rng.choice(shapes)
+    choice = rng.randrange(3)
+    if choice == 0:
+        question, qtype, atype = f"What color is the {kind}?", "what color is the", "other"
+        truth, others = color, [c for c in COLORS if c != color]
+    elif choice == 1:
+        question, qtype, atype = "How many shapes are there?", "how many", "number"
+        truth, others = str(len(shapes)), ["1", "2", "3"]
+        others.remove(truth)
+    else:
+        asked = rng.choice(SHAPES)
+        question, qtype, atype = f"Is there a {asked}?", "is there a", "yes/no"
+        truth = "yes" if asked in {k for _, k in shapes} else "no"
+        others = ["no" if truth == "yes" else "yes"]
+    answers = vqa_answers(truth, others, rng)
+    annotation = {
+        "question_id": question_id,
+        "image_id": image_id,
+        "question_type": qtype,
+        "answer_type": atype,
+        "multiple_choice_answer": max(set(answers), key=answers.count),
+        "answers": [
+            {"answer": a, "answer_confidence": "yes", "answer_id": i + 1}
+            for i, a in enumerate(answers)
+        ],
+    }
+    return {"image_id": image_id, "question": question, "question_id": question_id}, annotation
+
+
+def write_shapes_demo(
+    output: str | Path,
+    *,
+    pretrain: int = 200,
+    instruct: int = 200,
+    evaluation: int = 60,
+    seed: int = DEFAULT_SEED,
+    image_size: int = IMAGE_SIZE,
+) -> Path:
+    """Write images and the five files described above into the directory `output`."""
+    rng = random.Random(seed)
+    output = Path(output)
+    with atomic_path(output, directory=True) as tmp:
+        images = tmp / "images"
+        images.mkdir()
+
+        def new_image(name: str) -> list[tuple[str, str]]:
+            shapes = random_shapes(rng)
+            draw(shapes, image_size, rng).save(images / name, format="PNG")
+            return shapes
+
+        chat = []
+        for i in range(pretrain):
+            name = f"GCC_train_{i:09d}"
+            shapes = new_image(f"{name}.png")
+            request = with_image_tag(rng.choice(BRIEF_PROMPTS), rng)
+            chat.append(
+                {
+                    "id": name,
+                    "image": f"{name}.png",
+                    "conversations": [
+                        {"from": "human", "value": request},
+                        {"from": "gpt", "value": caption(shapes)},
+                    ],
+                }
+            )
+        records = []
+        for i in range(instruct):
+            name = f"{i:012d}"
+            shapes = new_image(f"{name}.png")
+            turns = []
+            for position, (question, answer) in enumerate(qa_rounds(shapes, rng)):
+                value = with_image_tag(question, rng) if position == 0 else question
+                turns += [{"from": "human", "value": value}, {"from": "gpt", "value": answer}]
+            records.append({"id": name, "image": f"{name}.png", "conversations": turns})
+        pope, questions, annotations = [], [], []
+        for i in range(evaluation):
+            image_id = 900000 + i
+            name = f"eval_{image_id:012d}.png"
+            shapes = new_image(name)
+            present = {k for _, k in shapes}
+            # Alternate yes and no questions so that the labels are balanced.
+            pool = sorted(present) if i % 2 == 0 else sorted(set(SHAPES) - present)
+            asked = rng.choice(pool)
+            pope.append(
+                {
+                    "question_id": i + 1,
+                    "image": name,
+                    "text": f"Is there a {asked} in the image?",
+                    "label": "yes" if asked in present else "no",
+                }
+            )
+            question, annotation = vqa_entry(shapes, image_id * 10, image_id, rng)
+            questions.append(question)
+            annotations.append(annotation)
+        write_json(tmp / "pretrain_chat.json", chat)
+        write_json(tmp / "instruct.json", records)
+        with open(tmp / "pope.json", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(line) + "\n" for line in pope)
+        header = {"info": {}, "license": {}, "data_type": "shapes", "data_subtype": "val"}
+        write_json(
+            tmp / "vqa_questions.json",
+            {**header, "task_type": "Open-Ended", "questions": questions},
+        )
+        write_json(tmp / "vqa_annotations.json", {**header, "annotations": annotations})
+    return output
+
+
+def build_tiny_vision_tower(
+    output: str | Path,
+    *,
+    image_size: int = IMAGE_SIZE,
+    patch_size: int = 14,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    seed: int = 0,
+) -> Path:
+    """A random-initialised CLIPVisionModel and its CLIP image processor, in `output`."""
+    import torch
+    from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel
+
+    config = CLIPVisionConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        projection_dim=hidden_size,
+    )
+    output = Path(output)
+    with atomic_path(output, directory=True) as tmp:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            CLIPVisionModel(config).save_pretrained(tmp)
+        # The CLIP processor (resize the short side, centre crop, CLIP mean/std) at this size;
+        # the Pillow backend, which needs no torchvision.
+        processor = CLIPImageProcessorPil(
+            size={"shortest_edge": image_size},
+            crop_size={"height": image_size, "width": image_size},
+        )
+        processor.save_pretrained(tmp)
+    return output
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", required=True, help="directory to create")
+    parser.add_argument("--pretrain", type=int, default=200, help="stage-1 images (200)")
+    parser.add_argument("--instruct", type=int, default=200, help="stage-2 images (200)")
+    parser.add_argument("--evaluation", type=int, default=60, help="POPE/VQA images (60)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--tower", help="also write a tiny CLIP vision tower here")
+    args = parser.parse_args(argv)
+    write_shapes_demo(
+        args.output,
+        pretrain=args.pretrain,
+        instruct=args.instruct,
+        evaluation=args.evaluation,
+        seed=args.seed,
+    )
+    print(f"wrote {args.output}")
+    if args.tower:
+        build_tiny_vision_tower(args.tower, seed=args.seed)
+        print(f"wrote {args.tower}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""POPE and VQAv2 scoring (sbt.mm_metrics) against hand-computed values, in both modes.
+
+Each of the study's quirks is exercised in `study` mode and shown to differ in `clean`
+mode (the official scripts' behaviour). The `study` mode was checked against the study's
+own llava/eval/mmoverall/pope_metric.py and vqa_metric.py on random inputs when it was
+written (same numbers); those files are not part of this project, so the values here are
+worked out by hand from the rules in the module docstring.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sbt import mm_metrics
+
+POPE_GENERATIONS = [
+    "Yes, there is a cat.",  # yes
+    "No###",  # study: the word "No###" is not "No" -> yes; clean: cut at ### -> no
+    "No.",  # no
+    "There is not a cat in the image.",  # "not" -> no
+    "Yes###",  # yes
+    "no",  # no
+]
+POPE_LABELS = ["yes", "no", "no", "no", "yes", "yes"]
+
+
+def test_pope_study_mode_reads_the_raw_generation():
+    scores = mm_metrics.pope_scores(POPE_GENERATIONS, POPE_LABELS, "study")
+    # predicted: y y n n y n -> TP 2 (0, 4), FP 1 (1), TN 2 (2, 3), FN 1 (5)
+    assert (scores["tp"], scores["fp"], scores["tn"], scores["fn"]) == (2, 1, 2, 1)
+    assert scores["accuracy"] == pytest.approx(4 / 6)
+    assert scores["precision"] == pytest.approx(2 / 3)
+    assert scores["recall"] == pytest.approx(2 / 3)
+    assert scores["f1"] == pytest.approx(2 / 3)
+    assert scores["yes_ratio"] == pytest.approx(3 / 6)
+
+
+def test_pope_clean_mode_cuts_at_the_stop_string():
+    scores = mm_metrics.pope_scores(POPE_GENERATIONS, POPE_LABELS, "clean")
+    # "No###" -> "No" -> no: TP 2, FP 0, TN 3, FN 1
+    assert (scores["tp"], scores["fp"], scores["tn"], scores["fn"]) == (2, 0, 3, 1)
+    assert scores["accuracy"] == pytest.approx(5 / 6)
+    assert scores["precision"] == pytest.approx(1.0)
+    assert scores["recall"] == pytest.approx(2 / 3)
+    assert scores["f1"] == pytest.approx(0.8)
+    assert scores["yes_ratio"] == pytest.approx(2 / 6)
+
+
+def test_pope_answer_rule_is_word_based():
+    # First sentence only, commas dropped, whole words No / not / no.
+    assert mm_metrics.pope_answer("No, there is none.") == "no"
+    assert mm_metrics.pope_answer("Yes. No.") == "yes"
+    assert mm_metrics.pope_answer("Nope") == "yes"
+    assert mm_metrics.pope_answer("I do not see one") == "no"
+    assert mm_metrics.pope_answer("NO") == "yes"
+
+
+def test_pope_without_yes_answers():
+    # The study's script divides by zero here; nan stands for that, clean reports 0.
+    study = mm_metrics.pope_scores(["No.", "No."], ["yes", "no"], "study")
+    clean = mm_metrics.pope_scores(["No.", "No."], ["yes", "no"], "clean")
+    assert math.isnan(study["precision"]) and math.isnan(study["f1"])
+    assert clean["precision"] == 0.0 and clean["f1"] == 0.0
+    assert study["accuracy"] == clean["accuracy"] == 0.5
+
+
+UNANIMOUS_YES = ["yes"] * 10
+
+
+@pytest.mark.parametrize(
+    ("generation", "humans", "study", "clean"),
+    [
+        # The study maps to "Yes" and does not lower-case it when the humans agree.
+        ("Yes", UNANIMOUS_YES, 0.0, 1.0),
+        # Substring yes/no: "eyes" makes it "Yes", normalised since the humans disagree.
+        ("yes, the eyes are open", ["yes"] * 7 + ["no"] * 3, 1.0, 0.0),
+        # "snow" holds "no".
+        ("snow", ["snow"] * 10, 0.0, 1.0),
+        # Number words become digits only when the humans disagree (study).
+        ("two", ["2"] * 10, 0.0, 1.0),
+        ("two", ["2"] * 9 + ["3"], 1.0, 1.0),
+        # Cut at the stop strings in both modes.
+        ("red###Question: what", ["red"] * 10, 1.0, 1.0),
+        # Leave-one-out: 2 x red left out -> 1/3; 8 x blue left out -> 2/3.
+        ("red", ["red"] * 2 + ["blue"] * 8, 0.6, 0.6),
+    ],
+)
+def test_vqa_question_accuracy(generation, humans, study, clean):
+    study_score = mm_metrics.vqa_score([generation], [humans], "study") / 100
+    clean_score = mm_metrics.vqa_score([generation], [humans], "clean") / 100
+    assert study_score == pytest.approx(study, abs=5e-5)
+    assert clean_score == pytest.approx(clean)
+
+
+def test_vqa_overall_rounding():
+    generations = ["red", "Yes", "blue"]
+    humans = [["red"] * 2 + ["blue"] * 8, UNANIMOUS_YES, ["blue"] * 10]
+    # per question: 0.6, 0 / 1, 1 -> study 160/3 rounded, clean 260/3
+    assert mm_metrics.vqa_score(generations, humans, "study") == 53.33
+    assert mm_metrics.vqa_score(generations, humans, "clean") == pytest.approx(260 / 3)
+
+
+def test_vqa_normalisation_tables():
+    assert mm_metrics.process_digit_article("The Two dogs") == "2 dogs"
+    assert mm_metrics.process_digit_article("dont") == "don't"
+    assert mm_metrics.process_punctuation("a, b") == "a b"
+    assert mm_metrics.process_punctuation("3.5") == "3.5"
+    assert mm_metrics.process_punctuation("end.") == "end"
+    assert mm_metrics.study_vqa_answer("No, it is not.") == "No"
+    assert mm_metrics.study_vqa_answer("Answer: red") == ""
+
+
+def test_bad_mode_and_sizes():
+    with pytest.raises(ValueError, match="mode must be one of study, clean"):
+        mm_metrics.vqa_score(["a"], [["a"]], "official")
+    with pytest.raises(ValueError, match="one generation per label"):
+        mm_metrics.pope_scores(["yes"], [], "study")
