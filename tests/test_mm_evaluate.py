@@ -194,3 +194,29 @@ def test_unknown_task(tmp_path, shapes, llava_dir, capsys):
     assert mm_evaluate.main(args) == 2
     assert "unknown task 'gqa'" in one_error_line(capsys)
     assert not out.exists()
+
+
+def test_image_content_reaches_the_model(tmp_path, shapes, llava_dir):
+    """Through lm-eval's own path (task doc -> doc_to_image -> hf-multimodal's encoding ->
+    the model), a real image and the constant one give different logits. (The tiny random
+    tower barely tells images apart, so the generated text may not differ.)"""
+    from lm_eval.models.hf_vlms import HFMultimodalLM
+
+    lm = HFMultimodalLM(pretrained=str(llava_dir), dtype="float32", batch_size=1, device="cpu")
+    last_logits = {}
+    for setting in mm_evaluate.IMAGE_SETTINGS:
+        args = mm_evaluate.parse_args(
+            pope_args(shapes, llava_dir, tmp_path / "unused.json", "--mode", "study")
+            + ["--image", setting, "--limit", "1"]
+        )
+        docs = mm_evaluate.plan_docs(args)
+        folder = tmp_path / setting
+        folder.mkdir()
+        task = mm_evaluate.load_task("pope", docs, folder)
+        doc = task.test_docs()[0]
+        assert task.doc_to_text(doc) == docs[0]["prompt"]
+        encoding = lm.tok_batch_multimodal_encode([task.doc_to_text(doc)], [task.doc_to_image(doc)])
+        images = {k: v for k, v in encoding.items() if k not in ("input_ids", "attention_mask")}
+        assert set(images) == {"pixel_values"}
+        last_logits[setting] = lm._model_multimodal_call(encoding["input_ids"], images)[0, -1]
+    assert not torch.equal(last_logits["real"], last_logits["constant"])
