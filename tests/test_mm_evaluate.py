@@ -97,15 +97,16 @@ def test_constant_image_is_grey_of_the_same_size(shapes):
 def test_pope_study_mode(tmp_path, shapes, llava_dir):
     out, log = tmp_path / "pope.json", tmp_path / "pope.jsonl"
     args = pope_args(shapes, llava_dir, out, "--mode", "study", "--log-samples", str(log))
-    assert mm_evaluate.main([*args, "--run-info", '{"backbone": "tiny", "method": "mm"}']) == 0
+    run_info = '{"backbone": "tiny", "method": "mm"}'
+    assert mm_evaluate.main([*args, "--benchmark", "pope_random", "--run-info", run_info]) == 0
     document = json.loads(out.read_text(encoding="utf-8"))
-    assert document["benchmark"] == "pope" and document["tasks"] == ["pope"]
+    assert document["benchmark"] == "pope_random" and document["tasks"] == ["pope_random"]
     assert document["mode"] == "study" and document["image"] == "real"
-    assert document["n_samples"] == {"pope": {"original": QUESTIONS, "effective": QUESTIONS}}
+    assert document["n_samples"] == {"pope_random": {"original": QUESTIONS, "effective": QUESTIONS}}
     assert document["run"] == {"backbone": "tiny", "method": "mm"}
     assert document["config"]["seed"] == 42 and "provenance" in document
     metrics = document["metrics"]
-    assert set(metrics) == {f"pope/{m}" for m in mm_evaluate.POPE_METRICS}
+    assert set(metrics) == {f"pope_random/{m}" for m in mm_evaluate.POPE_METRICS}
     for value in metrics.values():
         assert value is None or 0 <= value <= 1
     samples = read_lines(log)
@@ -115,7 +116,8 @@ def test_pope_study_mode(tmp_path, shapes, llava_dir):
     )
     for name in mm_evaluate.POPE_METRICS:
         want = expected[name]
-        assert metrics[f"pope/{name}"] == (None if math.isnan(want) else pytest.approx(want))
+        got = metrics[f"pope_random/{name}"]
+        assert got == (None if math.isnan(want) else pytest.approx(want))
     # What aggregate reads: the standard result document.
     from sbt.results import read_result_document
 
@@ -130,8 +132,10 @@ def test_vqa_clean_mode_with_constant_images(tmp_path, shapes, llava_dir):
     document = json.loads(out.read_text(encoding="utf-8"))
     assert document["mode"] == "clean" and document["image"] == "constant"
     assert document["config"]["decoding"] == "greedy"
-    assert document["n_samples"]["vqav2"]["effective"] == 4
-    assert set(document["metrics"]) == {"vqav2/accuracy"}
+    # Its own benchmark name, so its metrics never collide with the study/real ones.
+    assert document["benchmark"] == "vqav2_clean_constant" and document["task"] == "vqav2"
+    assert document["n_samples"]["vqav2_clean_constant"]["effective"] == 4
+    assert set(document["metrics"]) == {"vqav2_clean_constant/accuracy"}
     samples = read_lines(log)
     assert len(samples) == 4 and {s["image_setting"] for s in samples} == {"constant"}
     # Three text demonstrations before the image turn, as the study's --additional_shots 3.
@@ -139,8 +143,9 @@ def test_vqa_clean_mode_with_constant_images(tmp_path, shapes, llava_dir):
     expected = mm_metrics.vqa_score(
         [s["generation"] for s in samples], [s["answers"] for s in samples], "clean"
     )
-    assert 0 <= document["metrics"]["vqav2/accuracy"] <= 1
-    assert document["metrics"]["vqav2/accuracy"] == pytest.approx(expected / 100)
+    accuracy = document["metrics"]["vqav2_clean_constant/accuracy"]
+    assert 0 <= accuracy <= 1
+    assert accuracy == pytest.approx(expected / 100)
 
 
 def one_error_line(capsys) -> str:

@@ -19,8 +19,9 @@ demonstrations, and sampled (top-k 50, temperature 0.2, at most 10 new tokens, s
   the gap to `real` is what the image contributes.
 
 The result JSON has the shape of the text benchmarks' (sbt.lmeval_bench.result_document):
-`metrics` {"pope/accuracy", ..., "vqav2/accuracy"} as fractions, `run` (--run-info),
-`config`, `provenance`, and `mode`, `image`, `n_samples`. Bad input (unknown task, missing
+`metrics` {"<benchmark>/accuracy", ...} as fractions (the benchmark name defaults to the
+task, with `_clean` / `_constant` for those choices), `run` (--run-info), `config`,
+`provenance`, and `task`, `mode`, `image`, `n_samples`. Bad input (unknown task, missing
 field, missing image) is one error line before any model loads.
 """
 
@@ -350,9 +351,23 @@ def finite(value: float) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def task_metrics(task: str, task_result: dict) -> dict[str, float | None]:
+def benchmark_name(args: argparse.Namespace) -> str:
+    """--benchmark, or the task with the mode and image setting when not the defaults.
+
+    The name is the task part of the metric keys ("pope_clean_constant/accuracy"): the
+    tables merge a run's result files by metric key, so every evaluation of one run (POPE's
+    three files, both modes, both image settings) needs its own name.
+    """
+    if args.benchmark:
+        return args.benchmark
+    suffixes = [args.mode] if args.mode != "study" else []
+    suffixes += [args.image] if args.image != "real" else []
+    return "_".join([args.task, *suffixes])
+
+
+def task_metrics(task: str, benchmark: str, task_result: dict) -> dict[str, float | None]:
     names = POPE_METRICS if task == "pope" else ("accuracy",)
-    return {f"{task}/{name}": finite(task_result.get(f"{name},none")) for name in names}
+    return {f"{benchmark}/{name}": finite(task_result.get(f"{name},none")) for name in names}
 
 
 def sample_records(samples: list, docs: list[dict]) -> list[dict]:
@@ -401,7 +416,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", required=True, choices=MODES)
     parser.add_argument("--image", choices=IMAGE_SETTINGS, default="real")
     parser.add_argument("--output", required=True, type=Path, help="result JSON to write")
-    parser.add_argument("--benchmark", help="benchmark name recorded (default: the task)")
+    parser.add_argument(
+        "--benchmark",
+        help="benchmark name, the task part of the metric keys (default: the task, then "
+        "_clean and _constant when chosen)",
+    )
     parser.add_argument("--seed", type=int, default=42, help="sampling and demonstrations")
     parser.add_argument("--batch-size", type=int_at_least(1), default=1)
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
@@ -441,14 +460,16 @@ def result_document(args, docs, results, samples, device: str, seconds: float) -
 
     name = TASKS[args.task]
     task_result = results["results"][name]
+    benchmark = benchmark_name(args)
     return {
-        "benchmark": args.benchmark or args.task,
-        "tasks": [args.task],
+        "benchmark": benchmark,
+        "tasks": [benchmark],
+        "task": args.task,
         "num_fewshot": VQA_DEMONSTRATIONS if args.task == "vqav2" else 0,
-        "metrics": task_metrics(args.task, task_result),
-        "results": json_safe({args.task: task_result}),
-        "versions": {args.task: results.get("versions", {}).get(name)},
-        "n_samples": {args.task: {"original": len(docs), "effective": len(samples)}},
+        "metrics": task_metrics(args.task, benchmark, task_result),
+        "results": json_safe({benchmark: task_result}),
+        "versions": {benchmark: results.get("versions", {}).get(name)},
+        "n_samples": {benchmark: {"original": len(docs), "effective": len(samples)}},
         "mode": args.mode,
         "image": args.image,
         "config": {
