@@ -1,0 +1,530 @@
+#!/usr/bin/env python
+"""POPE or VQAv2 of a multimodal (LLaVA) model, as the study generated and scored them.
+
+    python -m sbt.mm_evaluate --model LLAVA_DIR --task pope|vqav2 --questions FILE \\
+        --images DIR --mode study|clean [--image real|constant] --output RESULT_JSON
+
+LLAVA_DIR is a directory written by sbt.mm_model.save_llava. Generation runs through
+lm-eval's `hf-multimodal` model on this package's tasks (src/sbt/lmeval_tasks_mm/): the
+question file is checked and turned into prepared documents (the study's prompt, the image
+path), bound to the task YAML as its local data file. The study (llava/eval/mmoverall/,
+eval_scripts/eval_pope.sh, eval_vqav2.sh) used conversation `v0` with the image as
+`<im_start><image><im_end>\\n` before the question, POPE zero-shot, VQAv2 with 3 text-only
+demonstrations, and sampled (top-k 50, temperature 0.2, at most 10 new tokens, seed 42).
+
+- `--mode study`: that sampling, and sbt.mm_metrics' study scoring (the study's scripts'
+  quirks). `--mode clean`: greedy decoding (deterministic, so a small set's score does not
+  move with the seed) and the official scoring.
+- `--image constant`: every image replaced by one mid-grey image of its size, the control:
+  the gap to `real` is what the image contributes.
+
+The result JSON has the shape of the text benchmarks' (sbt.lmeval_bench.result_document):
+`metrics` {"<benchmark>/accuracy", ...} as fractions (the benchmark name defaults to the
+task, with `_clean` / `_constant` for those choices), `run` (--run-info), `config`,
+`provenance`, and `task`, `mode`, `image`, `n_samples`. Bad input (unknown task, missing
+field, missing image) is one error line before any model loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sbt.common import (
+    atomic_path,
+    cli,
+    input_error,
+    int_at_least,
+    provenance,
+    quiet_progress_bars,
+    read_json_file,
+    use_offline_hub,
+    write_json,
+)
+
+TASK_DIR = Path(__file__).resolve().parent / "lmeval_tasks_mm"
+TASKS = {"pope": "sbt_pope", "vqav2": "sbt_vqav2"}
+POPE_METRICS = ("accuracy", "precision", "recall", "f1", "yes_ratio")
+MODES = ("study", "clean")
+IMAGE_SETTINGS = ("real", "constant")
+# evaluate.py --additional_shots 3: text-only (question, first answer) turns before VQAv2's.
+VQA_DEMONSTRATIONS = 3
+# evaluate.py --max_generation_length 10 (the task YAMLs' max_gen_toks).
+MAX_NEW_TOKENS = 10
+# llava/conversation.py conv_vicuna_v0 (conv_templates["v0"]): system prompt and its one
+# example exchange, separator "###", roles Human / Assistant (SeparatorStyle.SINGLE).
+V0_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+V0_EXAMPLE = (
+    ("Human", "What are the key differences between renewable and non-renewable energy sources?"),
+    (
+        "Assistant",
+        "Renewable energy sources are those that can be replenished naturally in a relatively "
+        "short amount of time, such as solar, wind, hydro, geothermal, and biomass. "
+        "Non-renewable energy sources, on the other hand, are finite and will eventually be "
+        "depleted, such as coal, oil, and natural gas. Here are some key differences between "
+        "renewable and non-renewable energy sources:\n"
+        "1. Availability: Renewable energy sources are virtually inexhaustible, while "
+        "non-renewable energy sources are finite and will eventually run out.\n"
+        "2. Environmental impact: Renewable energy sources have a much lower environmental "
+        "impact than non-renewable sources, which can lead to air and water pollution, "
+        "greenhouse gas emissions, and other negative effects.\n"
+        "3. Cost: Renewable energy sources can be more expensive to initially set up, but they "
+        "typically have lower operational costs than non-renewable sources.\n"
+        "4. Reliability: Renewable energy sources are often more reliable and can be used in "
+        "more remote locations than non-renewable sources.\n"
+        "5. Flexibility: Renewable energy sources are often more flexible and can be adapted "
+        "to different situations and needs, while non-renewable sources are more rigid and "
+        "inflexible.\n"
+        "6. Sustainability: Renewable energy sources are more sustainable over the long term, "
+        "while non-renewable sources are not, and their depletion can lead to economic and "
+        "social instability.\n",
+    ),
+)
+V0_SEP = "###"
+# get_model_output.py with mm_use_im_start_end: the image opens the question's turn.
+IMAGE_PREFIX = "<im_start><image><im_end>\n"
+# A 12-digit COCO image id at the end of a file name (COCO_val2014_000000000042.jpg).
+IMAGE_ID = re.compile(r"(\d{12})\.[A-Za-z]+$")
+
+
+def v0_prompt(question: str, demonstrations: list[tuple[str, str]] = ()) -> str:
+    """conv_vicuna_v0.get_prompt() after the study's appends: the demonstrations' turns,
+    then the image and the question, then "Assistant:" to generate after."""
+    messages = [*V0_EXAMPLE]
+    for asked, answered in demonstrations:
+        messages += [("Human", asked), ("Assistant", answered)]
+    messages.append(("Human", IMAGE_PREFIX + question))
+    text = V0_SYSTEM + V0_SEP
+    for role, message in messages:
+        text += f"{role}: {message}{V0_SEP}"
+    return text + "Assistant:"
+
+
+# --------------------------------------------------------------------------- input files
+def _field(path: Path, record: object, index: int, name: str, kind: type) -> object:
+    record_id = record.get("question_id") if isinstance(record, dict) else None
+    if not isinstance(record, dict) or name not in record:
+        raise input_error(path, "missing", index=index, record_id=record_id, field=name)
+    value = record[name]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise input_error(
+            path,
+            f"expected {kind.__name__}, got {value!r}",
+            index=index,
+            record_id=record_id,
+            field=name,
+        )
+    return value
+
+
+def _existing_image(path: Path, image: Path, index: int, record_id: object) -> str:
+    if not image.is_file():
+        raise input_error(
+            path, f"image file not found: {image}", index=index, record_id=record_id, field="image"
+        )
+    return str(image.resolve())
+
+
+def read_pope(questions: Path, images: Path) -> list[dict]:
+    """POPE's JSON Lines (coco_pope_*.json): question_id, image, text, label."""
+    records = _records(questions)
+    docs = []
+    for index, record in enumerate(records):
+        question_id = _field(questions, record, index, "question_id", (int, str))
+        text = _field(questions, record, index, "text", str)
+        label = _field(questions, record, index, "label", str)
+        name = _field(questions, record, index, "image", str)
+        image = _existing_image(questions, images / name, index, question_id)
+        docs.append(
+            {"question_id": question_id, "question": text.strip(), "target": label, "image": image}
+        )
+    return docs
+
+
+def _records(path: Path) -> list:
+    """POPE files are JSON Lines under a .json name; read them line by line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise input_error(path, f"cannot read: {exc.strerror or exc}") from None
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise input_error(path, f"invalid JSON on line {number}: {exc}") from None
+    if not records:
+        raise input_error(path, "no questions")
+    return records
+
+
+def image_index(images: Path) -> dict[int, Path]:
+    """Image id -> file, by the 12-digit id ending a file name (COCO's naming)."""
+    if not images.is_dir():
+        raise input_error(images, "image directory not found")
+    found = {}
+    for path in images.iterdir():
+        match = IMAGE_ID.search(path.name)
+        if match:
+            found[int(match.group(1))] = path
+    return found
+
+
+def read_vqa(questions: Path, annotations: Path, images: Path) -> list[dict]:
+    """VQAv2's question file and annotation file, joined by question_id (as VQADataset)."""
+    question_doc = read_json_file(questions)
+    annotation_doc = read_json_file(annotations)
+    question_list = _field(questions, question_doc, None, "questions", list)
+    annotation_list = _field(annotations, annotation_doc, None, "annotations", list)
+    answers_by_id = {}
+    for index, record in enumerate(annotation_list):
+        question_id = _field(annotations, record, index, "question_id", int)
+        answers = _field(annotations, record, index, "answers", list)
+        texts = []
+        for answer in answers:
+            if not isinstance(answer, dict) or not isinstance(answer.get("answer"), str):
+                raise input_error(
+                    annotations,
+                    f"each answer needs a string 'answer', got {answer!r}",
+                    index=index,
+                    record_id=question_id,
+                    field="answers",
+                )
+            texts.append(answer["answer"])
+        answers_by_id[question_id] = texts
+    by_image = image_index(images)
+    if not question_list:
+        raise input_error(questions, "no questions", field="questions")
+    docs = []
+    for index, record in enumerate(question_list):
+        question_id = _field(questions, record, index, "question_id", int)
+        question = _field(questions, record, index, "question", str)
+        image_id = _field(questions, record, index, "image_id", int)
+        if question_id not in answers_by_id:
+            raise input_error(
+                questions,
+                f"no annotation with this question_id in {annotations}",
+                index=index,
+                record_id=question_id,
+                field="question_id",
+            )
+        if image_id not in by_image:
+            raise input_error(
+                questions,
+                f"no file for image {image_id} (…{image_id:012d}.<ext>) in {images}",
+                index=index,
+                record_id=question_id,
+                field="image_id",
+            )
+        docs.append(
+            {
+                "question_id": question_id,
+                "question": question.strip(),
+                "answers": answers_by_id[question_id],
+                "image": str(by_image[image_id].resolve()),
+            }
+        )
+    return docs
+
+
+def add_prompts(task: str, docs: list[dict], seed: int) -> None:
+    """The prompt of each document; VQAv2's 3 demonstrations drawn with `seed`.
+
+    The study drew them for each question (random.sample) from a query set of 2048 other
+    questions of the same file (its 5000 evaluated questions and that set drawn with
+    np.random.choice); here they come from every other question of the file, so a small
+    file works and every question of it is evaluated.
+    """
+    rng = random.Random(seed)
+    for index, doc in enumerate(docs):
+        demonstrations = []
+        if task == "vqav2":
+            others = [other for position, other in enumerate(docs) if position != index]
+            chosen = rng.sample(others, min(VQA_DEMONSTRATIONS, len(others)))
+            demonstrations = [(o["question"], o["answers"][0].strip()) for o in chosen]
+        doc["prompt"] = v0_prompt(doc["question"], demonstrations)
+
+
+def default_annotations(questions: Path) -> Path:
+    """The annotation file beside a VQAv2 question file ("questions" -> "annotations")."""
+    return questions.with_name(questions.name.replace("questions", "annotations"))
+
+
+# --------------------------------------------------------------------------- evaluation
+def task_yaml(task: str, data_file: Path, mode: str) -> str:
+    """A private task YAML: the package's task bound to the prepared documents."""
+    lines = [
+        f"include: {json.dumps(str(TASK_DIR / (TASKS[task] + '.yaml')))}",
+        f"task: {TASKS[task]}",
+        "dataset_kwargs:",
+        "  data_files:",
+        f"    test: {json.dumps(str(data_file))}",
+    ]
+    if mode == "clean":  # greedy: the same text on every run, whatever the seed
+        lines += [
+            "generation_kwargs:",
+            "  until: []",
+            "  do_sample: false",
+            "  max_gen_toks: 10",
+            "  min_new_tokens: 1",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def load_task(task: str, docs: list[dict], folder: Path):
+    """The lm-eval Task object over `docs`, loaded by path (no bundled index built)."""
+    from lm_eval.tasks import TaskManager
+
+    data_file = folder / "docs.jsonl"
+    with open(data_file, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(doc) + "\n" for doc in docs)
+    path = folder / f"{TASKS[task]}.yaml"
+    path.write_text(task_yaml(task, data_file, docs[0]["mode"]), encoding="utf-8")
+    return TaskManager(include_defaults=False).load(str(path))["tasks"][TASKS[task]]
+
+
+def context_length(model_dir: Path, docs: list[dict]) -> int:
+    """The length lm-eval may use: the model's positions, or more if a prompt needs more.
+
+    lm-eval cuts a longer context on the left without a word (and with LLaVA's config it
+    falls back to the tokenizer's `model_max_length`); the study never cut its prompts, so
+    every prompt plus the 10 new tokens must fit.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(str(model_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    positions = config.text_config.max_position_embeddings
+    image_tokens = config.image_seq_length
+    longest = max(len(tokenizer(doc["prompt"]).input_ids) for doc in docs) + image_tokens
+    needed = longest + MAX_NEW_TOKENS
+    if needed > positions:
+        print(
+            f"[mm_evaluate] warning: the longest prompt needs {needed} positions, the model "
+            f"has {positions}; it is evaluated uncut",
+            file=sys.stderr,
+        )
+    return max(positions, needed)
+
+
+def run_lm_eval(args: argparse.Namespace, docs: list[dict], device: str) -> tuple[dict, list]:
+    """lm-eval's results and its per-document samples."""
+    from lm_eval import evaluator
+    from lm_eval.models.hf_vlms import HFMultimodalLM
+
+    # fp32 as the study's scripts (--precision fp32); batch size 1 by default, as theirs.
+    model = HFMultimodalLM(
+        pretrained=str(args.model),
+        dtype="float32",
+        batch_size=args.batch_size,
+        device=device,
+        max_length=context_length(args.model, docs),
+    )
+    with tempfile.TemporaryDirectory(prefix="sbt_mm_") as folder:
+        task = load_task(args.task, docs, Path(folder))
+        results = evaluator.simple_evaluate(
+            model=model,
+            tasks=[task],
+            limit=None,  # --limit already cut the documents
+            bootstrap_iters=0,  # whole-set scores: no per-document stderr to bootstrap
+            log_samples=True,
+            random_seed=args.seed,
+            numpy_random_seed=args.seed,
+            torch_random_seed=args.seed,
+            fewshot_random_seed=args.seed,
+        )
+    return results, results["samples"][TASKS[args.task]]
+
+
+def finite(value: float) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def benchmark_name(args: argparse.Namespace) -> str:
+    """--benchmark, or the task with the mode and image setting when not the defaults.
+
+    The name is the task part of the metric keys ("pope_clean_constant/accuracy"): the
+    tables merge a run's result files by metric key, so every evaluation of one run (POPE's
+    three files, both modes, both image settings) needs its own name.
+    """
+    if args.benchmark:
+        return args.benchmark
+    suffixes = [args.mode] if args.mode != "study" else []
+    suffixes += [args.image] if args.image != "real" else []
+    return "_".join([args.task, *suffixes])
+
+
+def task_metrics(task: str, benchmark: str, task_result: dict) -> dict[str, float | None]:
+    names = POPE_METRICS if task == "pope" else ("accuracy",)
+    return {f"{benchmark}/{name}": finite(task_result.get(f"{name},none")) for name in names}
+
+
+def sample_records(samples: list, docs: list[dict]) -> list[dict]:
+    """One line per document: its question, the raw generation and the text scored."""
+    from sbt.lmeval_tasks_mm.utils import generated
+
+    records = []
+    for sample in sorted(samples, key=lambda s: s["doc_id"]):
+        doc = docs[sample["doc_id"]]
+        raw = sample["resps"][0][0]
+        records.append(
+            {
+                "doc_id": sample["doc_id"],
+                "question_id": doc["question_id"],
+                "image": doc["image"],
+                "image_setting": doc["image_setting"],
+                "mode": doc["mode"],
+                "prompt": doc["prompt"],
+                "raw_generation": raw,
+                "generation": generated(raw),
+                **({"label": doc["target"]} if "target" in doc else {"answers": doc["answers"]}),
+            }
+        )
+    return records
+
+
+def write_jsonl(path: str | Path, records: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+
+
+# --------------------------------------------------------------------------- command line
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, type=Path, help="directory of save_llava")
+    # Any string: an unknown task is one InputError line (the @cli pattern), not a usage page.
+    parser.add_argument("--task", required=True, help="pope or vqav2")
+    parser.add_argument("--questions", required=True, type=Path, help="POPE or VQAv2 questions")
+    parser.add_argument(
+        "--annotations",
+        type=Path,
+        help="vqav2: the annotation file (default: the question file's name with "
+        "'questions' replaced by 'annotations')",
+    )
+    parser.add_argument("--images", required=True, type=Path, help="directory of the images")
+    parser.add_argument("--mode", required=True, choices=MODES)
+    parser.add_argument("--image", choices=IMAGE_SETTINGS, default="real")
+    parser.add_argument("--output", required=True, type=Path, help="result JSON to write")
+    parser.add_argument(
+        "--benchmark",
+        help="benchmark name, the task part of the metric keys (default: the task, then "
+        "_clean and _constant when chosen)",
+    )
+    parser.add_argument("--seed", type=int, default=42, help="sampling and demonstrations")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=1)
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--limit", type=int_at_least(1), help="only the first N questions")
+    parser.add_argument("--log-samples", type=Path, help="also write per-question JSONL")
+    parser.add_argument(
+        "--run-info",
+        default="{}",
+        metavar="JSON",
+        help='JSON object describing the run, e.g. {"backbone": ..., "data": ..., "method": ...}',
+    )
+    return parser.parse_args(argv)
+
+
+def plan_docs(args: argparse.Namespace) -> list[dict]:
+    """The checked, prompted documents; every input error is raised here."""
+    if args.task not in TASKS:
+        raise input_error("--task", f"unknown task {args.task!r}; expected one of pope, vqav2")
+    if not (args.model / "config.json").is_file():
+        raise input_error(args.model, "no config.json: not a directory written by save_llava")
+    if not args.images.is_dir():
+        raise input_error(args.images, "image directory not found")
+    if args.task == "pope":
+        docs = read_pope(args.questions, args.images)
+    else:
+        annotations = args.annotations or default_annotations(args.questions)
+        docs = read_vqa(args.questions, annotations, args.images)
+    docs = docs[: args.limit] if args.limit else docs
+    add_prompts(args.task, docs, args.seed)
+    for doc in docs:
+        doc.update(mode=args.mode, image_setting=args.image)
+    return docs
+
+
+def result_document(args, docs, results, samples, device: str, seconds: float) -> dict:
+    from sbt.lmeval_tasks import json_safe
+
+    name = TASKS[args.task]
+    task_result = results["results"][name]
+    benchmark = benchmark_name(args)
+    return {
+        "benchmark": benchmark,
+        "tasks": [benchmark],
+        "task": args.task,
+        "num_fewshot": VQA_DEMONSTRATIONS if args.task == "vqav2" else 0,
+        "metrics": task_metrics(args.task, benchmark, task_result),
+        "results": json_safe({benchmark: task_result}),
+        "versions": {benchmark: results.get("versions", {}).get(name)},
+        "n_samples": {benchmark: {"original": len(docs), "effective": len(samples)}},
+        "mode": args.mode,
+        "image": args.image,
+        "config": {
+            "model": str(args.model),
+            "task": args.task,
+            "mode": args.mode,
+            "image": args.image,
+            "decoding": "greedy" if args.mode == "clean" else "sample top_k=50 temperature=0.2",
+            "max_new_tokens": MAX_NEW_TOKENS,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "limit": args.limit,
+            "device": device,
+            "dtype": "float32",
+            "data_files": {"test": str(args.questions)},
+            "annotations": str(args.annotations) if args.annotations else None,
+            "images": str(args.images),
+        },
+        "run": args.run_info,
+        "provenance": provenance(
+            stage="mm_evaluate",
+            lm_eval_task_sources={args.task: f"src/sbt/lmeval_tasks_mm/{name}.yaml"},
+            seconds=round(seconds, 1),
+        ),
+    }
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
+    args = parse_args(argv)
+    use_offline_hub()
+    quiet_progress_bars()
+    try:
+        args.run_info = json.loads(args.run_info)
+    except json.JSONDecodeError as exc:
+        raise input_error("--run-info", f"invalid JSON: {exc}") from None
+    if not isinstance(args.run_info, dict):
+        raise input_error("--run-info", "must be a JSON object")
+    docs = plan_docs(args)
+
+    from sbt.lmeval_tasks import resolve_device
+
+    device = resolve_device(args.device)
+    results, samples = run_lm_eval(args, docs, device)
+    seconds = time.perf_counter() - started
+    document = result_document(args, docs, results, samples, device, seconds)
+    if args.log_samples:
+        write_jsonl(args.log_samples, sample_records(samples, docs))
+    write_json(args.output, document)
+    for key, value in document["metrics"].items():
+        shown = "n/a" if value is None else f"{value:.4f}"
+        print(f"[mm_evaluate] {key} = {shown}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
