@@ -15,7 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from sbt import mm_evaluate, mm_metrics, mm_model  # noqa: E402
+from sbt import mm_evaluate, mm_metrics, mm_model, mm_questions  # noqa: E402
 from sbt.templates import get_template  # noqa: E402
 
 QUESTIONS = 6
@@ -72,8 +72,8 @@ def test_task_yamls_are_found_by_task_manager():
 
 
 def test_v0_prompt_is_the_studys_conversation():
-    prompt = mm_evaluate.v0_prompt("Is there a cat?", [("Q1?", "a1")])
-    assert prompt.startswith(mm_evaluate.V0_SYSTEM + "###Human: What are the key differences")
+    prompt = mm_questions.v0_prompt("Is there a cat?", [("Q1?", "a1")])
+    assert prompt.startswith(mm_questions.V0_SYSTEM + "###Human: What are the key differences")
     assert prompt.endswith(
         "social instability.\n###Human: Q1?###Assistant: a1###"
         "Human: <im_start><image><im_end>\nIs there a cat?###Assistant:"

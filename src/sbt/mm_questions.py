@@ -1,0 +1,221 @@
+"""The question files of the multimodal benchmarks, checked, and the study's prompts.
+
+`read_pope` and `read_vqa` turn a POPE question file or a VQAv2 question + annotation file
+into documents (question, image path, answers), raising one InputError line naming the
+file, record and field (or the missing image) before any model loads; `add_prompts` gives
+each the prompt the study's llava/eval/mmoverall scripts built (conversation v0, the image
+first in the question's turn, VQAv2 with 3 text-only demonstrations).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+from sbt.common import input_error, read_json_file
+from sbt.templates import SYS_V0
+
+# evaluate.py --additional_shots 3: text-only (question, first answer) turns before VQAv2's.
+VQA_DEMONSTRATIONS = 3
+# evaluate.py --max_generation_length 10 (the task YAMLs' max_gen_toks).
+MAX_NEW_TOKENS = 10
+# llava/conversation.py conv_vicuna_v0 (conv_templates["v0"]): system prompt and its one
+# example exchange, separator "###", roles Human / Assistant (SeparatorStyle.SINGLE).
+V0_SYSTEM = SYS_V0  # the same system text as the training template "v0"
+V0_EXAMPLE = (
+    ("Human", "What are the key differences between renewable and non-renewable energy sources?"),
+    (
+        "Assistant",
+        "Renewable energy sources are those that can be replenished naturally in a relatively "
+        "short amount of time, such as solar, wind, hydro, geothermal, and biomass. "
+        "Non-renewable energy sources, on the other hand, are finite and will eventually be "
+        "depleted, such as coal, oil, and natural gas. Here are some key differences between "
+        "renewable and non-renewable energy sources:\n"
+        "1. Availability: Renewable energy sources are virtually inexhaustible, while "
+        "non-renewable energy sources are finite and will eventually run out.\n"
+        "2. Environmental impact: Renewable energy sources have a much lower environmental "
+        "impact than non-renewable sources, which can lead to air and water pollution, "
+        "greenhouse gas emissions, and other negative effects.\n"
+        "3. Cost: Renewable energy sources can be more expensive to initially set up, but they "
+        "typically have lower operational costs than non-renewable sources.\n"
+        "4. Reliability: Renewable energy sources are often more reliable and can be used in "
+        "more remote locations than non-renewable sources.\n"
+        "5. Flexibility: Renewable energy sources are often more flexible and can be adapted "
+        "to different situations and needs, while non-renewable sources are more rigid and "
+        "inflexible.\n"
+        "6. Sustainability: Renewable energy sources are more sustainable over the long term, "
+        "while non-renewable sources are not, and their depletion can lead to economic and "
+        "social instability.\n",
+    ),
+)
+V0_SEP = "###"
+# get_model_output.py with mm_use_im_start_end: the image opens the question's turn.
+IMAGE_PREFIX = "<im_start><image><im_end>\n"
+# A 12-digit COCO image id at the end of a file name (COCO_val2014_000000000042.jpg).
+IMAGE_ID = re.compile(r"(\d{12})\.[A-Za-z]+$")
+
+
+def v0_prompt(question: str, demonstrations: list[tuple[str, str]] = ()) -> str:
+    """conv_vicuna_v0.get_prompt() after the study's appends: the demonstrations' turns,
+    then the image and the question, then "Assistant:" to generate after."""
+    messages = [*V0_EXAMPLE]
+    for asked, answered in demonstrations:
+        messages += [("Human", asked), ("Assistant", answered)]
+    messages.append(("Human", IMAGE_PREFIX + question))
+    text = V0_SYSTEM + V0_SEP
+    for role, message in messages:
+        text += f"{role}: {message}{V0_SEP}"
+    return text + "Assistant:"
+
+
+# --------------------------------------------------------------------------- input files
+def _field(path: Path, record: object, index: int, name: str, kind: type) -> object:
+    record_id = record.get("question_id") if isinstance(record, dict) else None
+    if not isinstance(record, dict) or name not in record:
+        raise input_error(path, "missing", index=index, record_id=record_id, field=name)
+    value = record[name]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise input_error(
+            path,
+            f"expected {kind.__name__}, got {value!r}",
+            index=index,
+            record_id=record_id,
+            field=name,
+        )
+    return value
+
+
+def _existing_image(path: Path, image: Path, index: int, record_id: object) -> str:
+    if not image.is_file():
+        raise input_error(
+            path, f"image file not found: {image}", index=index, record_id=record_id, field="image"
+        )
+    return str(image.resolve())
+
+
+def read_pope(questions: Path, images: Path) -> list[dict]:
+    """POPE's JSON Lines (coco_pope_*.json): question_id, image, text, label."""
+    records = _records(questions)
+    docs = []
+    for index, record in enumerate(records):
+        question_id = _field(questions, record, index, "question_id", (int, str))
+        text = _field(questions, record, index, "text", str)
+        label = _field(questions, record, index, "label", str)
+        name = _field(questions, record, index, "image", str)
+        image = _existing_image(questions, images / name, index, question_id)
+        docs.append(
+            {"question_id": question_id, "question": text.strip(), "target": label, "image": image}
+        )
+    return docs
+
+
+def _records(path: Path) -> list:
+    """POPE files are JSON Lines under a .json name; read them line by line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise input_error(path, f"cannot read: {exc.strerror or exc}") from None
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise input_error(path, f"invalid JSON on line {number}: {exc}") from None
+    if not records:
+        raise input_error(path, "no questions")
+    return records
+
+
+def image_index(images: Path) -> dict[int, Path]:
+    """Image id -> file, by the 12-digit id ending a file name (COCO's naming)."""
+    if not images.is_dir():
+        raise input_error(images, "image directory not found")
+    found = {}
+    for path in images.iterdir():
+        match = IMAGE_ID.search(path.name)
+        if match:
+            found[int(match.group(1))] = path
+    return found
+
+
+def read_vqa(questions: Path, annotations: Path, images: Path) -> list[dict]:
+    """VQAv2's question file and annotation file, joined by question_id (as VQADataset)."""
+    question_doc = read_json_file(questions)
+    annotation_doc = read_json_file(annotations)
+    question_list = _field(questions, question_doc, None, "questions", list)
+    annotation_list = _field(annotations, annotation_doc, None, "annotations", list)
+    answers_by_id = {}
+    for index, record in enumerate(annotation_list):
+        question_id = _field(annotations, record, index, "question_id", int)
+        answers = _field(annotations, record, index, "answers", list)
+        texts = []
+        for answer in answers:
+            if not isinstance(answer, dict) or not isinstance(answer.get("answer"), str):
+                raise input_error(
+                    annotations,
+                    f"each answer needs a string 'answer', got {answer!r}",
+                    index=index,
+                    record_id=question_id,
+                    field="answers",
+                )
+            texts.append(answer["answer"])
+        answers_by_id[question_id] = texts
+    by_image = image_index(images)
+    if not question_list:
+        raise input_error(questions, "no questions", field="questions")
+    docs = []
+    for index, record in enumerate(question_list):
+        question_id = _field(questions, record, index, "question_id", int)
+        question = _field(questions, record, index, "question", str)
+        image_id = _field(questions, record, index, "image_id", int)
+        if question_id not in answers_by_id:
+            raise input_error(
+                questions,
+                f"no annotation with this question_id in {annotations}",
+                index=index,
+                record_id=question_id,
+                field="question_id",
+            )
+        if image_id not in by_image:
+            raise input_error(
+                questions,
+                f"no file for image {image_id} (…{image_id:012d}.<ext>) in {images}",
+                index=index,
+                record_id=question_id,
+                field="image_id",
+            )
+        docs.append(
+            {
+                "question_id": question_id,
+                "question": question.strip(),
+                "answers": answers_by_id[question_id],
+                "image": str(by_image[image_id].resolve()),
+            }
+        )
+    return docs
+
+
+def add_prompts(task: str, docs: list[dict], seed: int) -> None:
+    """The prompt of each document; VQAv2's 3 demonstrations drawn with `seed`.
+
+    The study drew them for each question (random.sample) from a query set of 2048 other
+    questions of the same file (its 5000 evaluated questions and that set drawn with
+    np.random.choice); here they come from every other question of the file, so a small
+    file works and every question of it is evaluated.
+    """
+    rng = random.Random(seed)
+    for index, doc in enumerate(docs):
+        demonstrations = []
+        if task == "vqav2":
+            others = [other for position, other in enumerate(docs) if position != index]
+            chosen = rng.sample(others, min(VQA_DEMONSTRATIONS, len(others)))
+            demonstrations = [(o["question"], o["answers"][0].strip()) for o in chosen]
+        doc["prompt"] = v0_prompt(doc["question"], demonstrations)
+
+
+def default_annotations(questions: Path) -> Path:
+    """The annotation file beside a VQAv2 question file ("questions" -> "annotations")."""
+    return questions.with_name(questions.name.replace("questions", "annotations"))
