@@ -112,12 +112,15 @@ def test_paper_dry_run_prints_the_disk_estimate_and_keeps_remote_code_off(workdi
     text = output_of(proc)
     # 6 full fine-tunes in bf16 (4 x 7B + 2 x 3B) and 4 LoRA adapters
     assert "Disk estimate: 6 full models + 4 LoRA adapters = 69.6 GB" in text
-    # 26 runs (6 base, 10 trained, 10 released) x 13 benchmarks; two model settings per run
-    # (mmlu_study's float32, BOS and max_length; the rest); GPU-hours from docs/evaluation.md
+    # and 10 multimodal runs (their LLaVA directory and language model, bf16)
+    assert "Multimodal: 10 models = 216.0 GB more." in text
+    # 36 runs (6 base, 10 trained, 10 multimodal, 10 released) x 13 benchmarks; two model
+    # settings per run (mmlu_study's float32, BOS and max_length; the rest); GPU-hours from
+    # docs/evaluation.md
     estimate = re.search(r"Evaluation estimate: .*", text)[0]
     assert estimate.startswith(
-        "Evaluation estimate: 26 evaluation jobs (+338 local result steps), 52 model loads"
-        " (evaluation.group: run; group: benchmark: 338 jobs, 338 loads); about "
+        "Evaluation estimate: 36 evaluation jobs (+468 local result steps), 72 model loads"
+        " (evaluation.group: run; group: benchmark: 468 jobs, 468 loads); about "
     ), estimate
     assert re.search(r"about \d+ GPU-hours for \d+M prompt tokens", estimate), estimate
     assert "--trust-remote-code" not in text

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from sbt.common import cli, input_error, provenance, read_json_file, use_offline_hub, write_json
 from sbt.records import check_record
+from sbt.runs import LANGUAGE_MODEL_DIR
 from sbt.templates import TEMPLATE_NAMES, as_template
 from sbt.train_config import TrainConfig
 from sbt.train_data import check_skipped, file_sha256
@@ -41,7 +42,6 @@ from sbt.training import LOSS_CSV, TRAINING_INFO, config_from_json, gradient_acc
 STAGES = ("pretrain", "finetune")
 MM_METHODS = ("full", "lora")
 PROJECTOR_FILE = "mm_projector.bin"
-LANGUAGE_MODEL_DIR = "language_model"
 
 
 def check_records(data: str | Path, images: str | Path) -> list[dict]:
