@@ -125,3 +125,48 @@ def test_paper_dry_run_prints_the_disk_estimate_and_keeps_remote_code_off(workdi
     assert re.search(r"about \d+ GPU-hours for \d+M prompt tokens", estimate), estimate
     assert "--trust-remote-code" not in text
     assert '"trust_remote_code": false' in text
+
+
+SHAPES = {"questions": "results/demo/shapes/pope.json", "images": "results/demo/shapes/images"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            {"backbones": {"tiny-vicuna": {"data": ["textonly_demo"]}}},
+            "backbones.tiny-vicuna.methods: mm_full needs a data variant with images;"
+            " textonly_demo has none",
+        ),
+        (
+            {"backbones": {"tiny-x": {"model": "tiny", "template": "v1", "methods": ["mm_full"]}}},
+            "backbones.tiny-x.methods: mm_full needs a multimodal block",
+        ),
+        (
+            {"backbones": {"tiny-vicuna": {"multimodal": {"projector": "no/mm_projector.bin"}}}},
+            "backbones.tiny-vicuna.multimodal.projector: 'no/mm_projector.bin' does not exist",
+        ),
+        (
+            {"mm_benchmarks": {"ethics_cm": {"task": "pope", **SHAPES}}},
+            "mm_benchmarks.ethics_cm: also the name of a text benchmark",
+        ),
+        (
+            {"mm_benchmarks": {"pope": {"task": "gqa", **SHAPES}}},
+            "mm_benchmarks.pope.task: unknown task 'gqa'; valid: pope, vqav2",
+        ),
+    ],
+    ids=[
+        "mm-without-images",
+        "mm-without-block",
+        "missing-projector",
+        "mm-benchmark-name-taken",
+        "unknown-mm-task",
+    ],
+)
+def test_bad_multimodal_config_stops_before_any_job(workdir, overrides, expected):
+    proc = dry_run(workdir, overrides)
+    text = output_of(proc)
+    assert proc.returncode != 0
+    assert f"config error: {expected}" in text, text[-3000:]
+    assert text.count("config error:") == 1 and len(text.splitlines()) < 12, text[-3000:]
+    assert "Job stats" not in text

@@ -124,3 +124,20 @@ def test_bad_input_stops_before_loading(demo, tmp_path, capsys):
     )
     assert mm_train.main(decay) == 2
     assert "stage 1 needs weight_decay 0" in capsys.readouterr().err
+
+
+def test_prefetch_unzips_an_archive_into_its_folder(tmp_path):
+    """prefetch_mm_archive's step: a zip's single top folder (train2017/) is dropped."""
+    import zipfile
+
+    from sbt.prefetch import unpack
+
+    archive = tmp_path / "train2017.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("train2017/000000000009.jpg", b"jpeg")
+        zipped.writestr("train2017/000000000025.jpg", b"jpeg")
+    unpack(archive, tmp_path / "images")
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
+        "000000000009.jpg",
+        "000000000025.jpg",
+    ]
