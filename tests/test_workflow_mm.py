@@ -61,7 +61,7 @@ def test_mm_run_plans_both_stages_and_reaches_the_summary(mm_run):
         assert jobs[rule] == 1, jobs
     assert jobs["evaluate_mm"] == (1 if MM_EVALUATE else 0)
     assert {(r["backbone"], r["data"], r["method"]) for r in rows} == {
-        (BACKBONE, "", "base"),
+        (BACKBONE, "-", "base"),  # the table shows no data variant as "-"
         (BACKBONE, "shapes", "mm_full"),
     }
     model = workdir / f"results/models/{BACKBONE}/shapes/mm_full"
