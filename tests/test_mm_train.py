@@ -124,6 +124,11 @@ def test_bad_input_stops_before_loading(demo, tmp_path, capsys):
     )
     assert mm_train.main(decay) == 2
     assert "stage 1 needs weight_decay 0" in capsys.readouterr().err
+    fsdp = argv(
+        demo, "pretrain", "pretrain_chat.json", tmp_path / "s1", hparams={"fsdp": "full_shard"}
+    )
+    assert mm_train.main(fsdp) == 2
+    assert "field 'fsdp': FSDP is not supported here" in capsys.readouterr().err
 
 
 def test_prefetch_unzips_an_archive_into_its_folder(tmp_path):

@@ -162,6 +162,9 @@ def train_mm(args: argparse.Namespace, hp: TrainConfig) -> dict:
 
     from sbt import mm_data
 
+    if hp.fsdp:
+        # sbt.scale wraps a LLaMA's decoder layers; the LLaVA model is not wired for it.
+        raise input_error("--hparams", "FSDP is not supported here; use deepspeed", field="fsdp")
     if args.stage == "pretrain" and hp.weight_decay != 0:
         # freeze_for_stage1 masks gradients; weight decay would still shrink the frozen rows.
         raise input_error("--hparams", "stage 1 needs weight_decay 0", field="weight_decay")
