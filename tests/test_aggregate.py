@@ -266,3 +266,20 @@ def test_standard_errors_chance_levels_and_indistinct_deltas(tmp_path):
     assert chance["TruthfulQA mc2"] == pytest.approx(50.0)  # mean of 1/2 and 2/4
     assert chance["ETHICS cm"] == 50.0 and chance["TruthfulQA mc2 vs base"] is None
     assert {p.name for p in plots.iterdir()} == {"truthfulqa.png", "ethics.png"}
+
+
+def test_multimodal_runs_sort_after_lora_and_only_they_fill_their_columns(tmp_path):
+    """An mm benchmark exists for the multimodal runs only: every other row leaves it blank."""
+    root = tmp_path / "eval"
+    for method, data in (("base", ""), ("lora", "textonly"), ("mm_full", "llava80k")):
+        folder = root / "alpha" / (method if method == "base" else f"{data}/{method}")
+        write_result(folder, "ethics_cm", run_of("alpha", method, data), {"ethics_cm/acc": 0.5})
+    mm = run_of("alpha", "mm_full", "llava80k")
+    write_result(root / "alpha/llava80k/mm_full", "pope_coco", mm, {"pope/acc": 0.8125})
+    tables, _ = produce([root], tmp_path)
+    rows = read_csv(tables / "summary.csv")
+    assert [r["method"] for r in rows] == ["base", "lora", "mm_full"]
+    pope = [key for key in rows[0] if "pope" in key]  # "Other pope acc": no family yet
+    assert len(pope) == 1, list(rows[0])
+    assert [r[pope[0]] for r in rows] == ["", "", "81.3"]  # 81.25 rounds half up
+    assert all(r["ETHICS cm"] == "50.0" for r in rows)

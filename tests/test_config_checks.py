@@ -112,13 +112,61 @@ def test_paper_dry_run_prints_the_disk_estimate_and_keeps_remote_code_off(workdi
     text = output_of(proc)
     # 6 full fine-tunes in bf16 (4 x 7B + 2 x 3B) and 4 LoRA adapters
     assert "Disk estimate: 6 full models + 4 LoRA adapters = 69.6 GB" in text
-    # 26 runs (6 base, 10 trained, 10 released) x 13 benchmarks; two model settings per run
-    # (mmlu_study's float32, BOS and max_length; the rest); GPU-hours from docs/evaluation.md
+    # and 10 multimodal runs (their LLaVA directory and language model, bf16)
+    assert "Multimodal: 10 models = 216.0 GB more." in text
+    # 36 runs (6 base, 10 trained, 10 multimodal, 10 released) x 13 benchmarks; two model
+    # settings per run (mmlu_study's float32, BOS and max_length; the rest); GPU-hours from
+    # docs/evaluation.md
     estimate = re.search(r"Evaluation estimate: .*", text)[0]
     assert estimate.startswith(
-        "Evaluation estimate: 26 evaluation jobs (+338 local result steps), 52 model loads"
-        " (evaluation.group: run; group: benchmark: 338 jobs, 338 loads); about "
+        "Evaluation estimate: 36 evaluation jobs (+468 local result steps), 72 model loads"
+        " (evaluation.group: run; group: benchmark: 468 jobs, 468 loads); about "
     ), estimate
     assert re.search(r"about \d+ GPU-hours for \d+M prompt tokens", estimate), estimate
     assert "--trust-remote-code" not in text
     assert '"trust_remote_code": false' in text
+
+
+SHAPES = {"questions": "results/demo/shapes/pope.json", "images": "results/demo/shapes/images"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            {"backbones": {"tiny-vicuna": {"data": ["textonly_demo"]}}},
+            "backbones.tiny-vicuna.methods: mm_full needs a data variant with images;"
+            " textonly_demo has none",
+        ),
+        (
+            {"backbones": {"tiny-x": {"model": "tiny", "template": "v1", "methods": ["mm_full"]}}},
+            "backbones.tiny-x.methods: mm_full needs a multimodal block",
+        ),
+        (
+            {"backbones": {"tiny-vicuna": {"multimodal": {"projector": "no/mm_projector.bin"}}}},
+            "backbones.tiny-vicuna.multimodal.projector: 'no/mm_projector.bin' does not exist",
+        ),
+        (
+            {"mm_benchmarks": {"ethics_cm": {"task": "pope", **SHAPES}}},
+            "mm_benchmarks.ethics_cm: also the name of a text benchmark",
+        ),
+        (
+            {"mm_benchmarks": {"pope": {"task": "gqa", **SHAPES}}},
+            "mm_benchmarks.pope.task: unknown task 'gqa'; valid: pope, vqav2",
+        ),
+    ],
+    ids=[
+        "mm-without-images",
+        "mm-without-block",
+        "missing-projector",
+        "mm-benchmark-name-taken",
+        "unknown-mm-task",
+    ],
+)
+def test_bad_multimodal_config_stops_before_any_job(workdir, overrides, expected):
+    proc = dry_run(workdir, overrides)
+    text = output_of(proc)
+    assert proc.returncode != 0
+    assert f"config error: {expected}" in text, text[-3000:]
+    assert text.count("config error:") == 1 and len(text.splitlines()) < 12, text[-3000:]
+    assert "Job stats" not in text

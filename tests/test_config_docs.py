@@ -70,3 +70,11 @@ def test_every_dtype_list_in_the_schema_is_a_stage_s_choices():
 def test_the_schema_s_methods_are_training_s():
     schema = yaml.safe_load(gen_config_docs.SCHEMA.read_text(encoding="utf-8"))
     assert schema["$defs"]["method"]["enum"] == list(METHODS)
+
+
+def test_a_backbone_s_methods_are_training_s_and_the_multimodal_arm_s():
+    from sbt.runs import MM_METHODS
+
+    schema = yaml.safe_load(gen_config_docs.SCHEMA.read_text(encoding="utf-8"))
+    backbone = schema["properties"]["backbones"]["additionalProperties"]["properties"]
+    assert backbone["methods"]["items"]["enum"] == [*METHODS, *MM_METHODS]

@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from sbt import mm_data, mm_model  # noqa: E402
+from sbt import mm_data, mm_export, mm_model  # noqa: E402
 from sbt.templates import get_template  # noqa: E402
 from sbt.tokenize_chat import IGNORE_INDEX  # noqa: E402
 
@@ -321,7 +321,7 @@ def test_load_study_projector(llava_dir, tmp_path):
     }
     torch.save(study, tmp_path / "mm_projector.bin")
     old_rows = embeddings.detach().clone()
-    mm_model.load_study_projector(model, tmp_path / "mm_projector.bin")
+    mm_export.load_study_projector(model, tmp_path / "mm_projector.bin")
     assert torch.equal(linear_1.weight, study["model.mm_projector.weight"])
     assert torch.equal(linear_1.bias, study["model.mm_projector.bias"])
     assert torch.equal(embeddings[-2:], study["model.embed_tokens.weight"][-2:])
@@ -331,9 +331,9 @@ def test_load_study_projector(llava_dir, tmp_path):
     # The two-row form, and our own writer round-trips.
     two = {**study, "model.embed_tokens.weight": torch.ones(2, embeddings.shape[1])}
     torch.save(two, tmp_path / "two.bin")
-    mm_model.load_study_projector(model, tmp_path / "two.bin")
+    mm_export.load_study_projector(model, tmp_path / "two.bin")
     assert torch.equal(embeddings[-2:], two["model.embed_tokens.weight"])
-    mm_model.save_study_projector(model, tmp_path / "ours.bin")
+    mm_export.save_study_projector(model, tmp_path / "ours.bin")
     saved = torch.load(tmp_path / "ours.bin", weights_only=True)
     assert sorted(saved) == sorted(study)
     assert torch.equal(saved["model.embed_tokens.weight"], embeddings.detach())
@@ -343,14 +343,14 @@ def test_load_study_projector(llava_dir, tmp_path):
     bad = {**study, "model.embed_tokens.weight": torch.ones(3, embeddings.shape[1])}
     torch.save(bad, tmp_path / "bad.bin")
     with pytest.raises(InputError, match="unexpected model.embed_tokens.weight shape"):
-        mm_model.load_study_projector(model, tmp_path / "bad.bin")
+        mm_export.load_study_projector(model, tmp_path / "bad.bin")
 
 
 def test_extracted_language_model_gives_the_same_text_logits(llava_dir, tmp_path):
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     model, processor = mm_model.load_llava(llava_dir)
-    out = mm_model.extract_language_model(llava_dir, tmp_path / "lm")
+    out = mm_export.extract_language_model(llava_dir, tmp_path / "lm")
     language_model = LlamaForCausalLM.from_pretrained(str(out))
     tokenizer = AutoTokenizer.from_pretrained(str(out))
     assert len(tokenizer) == len(processor.tokenizer)
@@ -372,10 +372,10 @@ def test_stage1_then_stage2_end_to_end(backbone, tower, shapes, tmp_path):
     losses = train(model, captions, shapes, processor, tmp_path / "s1", steps=24, lr=2e-2)
     handle.remove()
     assert sum(losses[-4:]) < sum(losses[:4])
-    mm_model.save_study_projector(model, tmp_path / "mm_projector.bin")
+    mm_export.save_study_projector(model, tmp_path / "mm_projector.bin")
 
     stage2, processor = mm_model.build_llava(backbone, tower, TEMPLATE, max_length=MAX_LENGTH)
-    mm_model.load_study_projector(stage2, tmp_path / "mm_projector.bin")
+    mm_export.load_study_projector(stage2, tmp_path / "mm_projector.bin")
     assert torch.equal(
         stage2.model.multi_modal_projector.linear_1.weight,
         model.model.multi_modal_projector.linear_1.weight,

@@ -52,6 +52,19 @@ def test_fine_tuned_runs_full_lora_and_merged_lora():
     assert (merged.model, merged.adapter) == ("results/models/llama2-7b/textonly/lora.merged", None)  # fmt: skip
 
 
+@pytest.mark.parametrize("method", ["mm_full", "mm_lora"])
+def test_multimodal_runs_evaluate_the_extracted_language_model(method):
+    mm = run(backbone="llama2-7b", data="llava80k", method=method)
+    assert mm.path == f"llama2-7b/llava80k/{method}"
+    assert mm.model == f"results/models/llama2-7b/llava80k/{method}/language_model"
+    assert mm.adapter is None  # a LoRA run is merged into its LLaVA directory
+    assert mm.model_input == mm.model_dir == f"results/models/llama2-7b/llava80k/{method}"
+    assert mm.info == {"backbone": "llama2-7b", "data": "llava80k", "method": method}
+    assert run(backbone="llama2-7b", data="textonly", method="full").model_input == (
+        "results/models/llama2-7b/textonly/full"
+    )
+
+
 def test_external_checkpoints():
     ext = run(checkpoint="mm-llama2")
     assert (ext.path, ext.model, ext.adapter) == ("external/mm-llama2", "PahaII/MM-LLaMA-2-7B-chat", None)  # fmt: skip

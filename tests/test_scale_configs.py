@@ -16,9 +16,10 @@ import yaml
 from snakemake_run import REPO, copy_repo, output_of, snakemake
 
 from sbt.common import InputError
+from sbt.runs import MM_METHODS
 from sbt.scale import decoder_layer_classes, fsdp_config_for
 from sbt.train_resume import checkpoints_dir
-from sbt.training import gradient_accumulation, parse_hparams, train
+from sbt.training import METHODS, gradient_accumulation, parse_hparams, train
 
 DEEPSPEED_DIR = REPO / "config" / "deepspeed"
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
@@ -123,15 +124,16 @@ def test_trainer_resolves_the_deepspeed_config(name, stage):
 # ---------------------------------------------------------------- the study's workflow
 
 
-def train_jobs(dry_run_text: str) -> dict[tuple[str, str], dict]:
-    """(backbone, method) -> {"resources": {...}, "command": str} from `snakemake -n -p`."""
+def train_jobs(dry_run_text: str, rule: str = "train") -> dict[tuple[str, str], dict]:
+    """(backbone, method) -> {"resources": {...}, "command": str} from `snakemake -n -p`
+    (mm_pretrain, which has no method wildcard: method "mm_pretrain")."""
     jobs = {}
-    for block in dry_run_text.split("\nrule train:\n")[1:]:
+    for block in dry_run_text.split(f"\nrule {rule}:\n")[1:]:
         block = block.split("\n\n", 1)[0]
         wildcards = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"wildcards: (.*)", block)[1]))
         resources = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"resources: (.*)", block)[1]))
         command = re.search(r"^Shell command: (.*)$", block, re.M)[1]
-        jobs[wildcards["backbone"], wildcards["method"]] = {
+        jobs[wildcards["backbone"], wildcards.get("method", rule)] = {
             "resources": resources,
             "command": command,
         }
@@ -145,7 +147,9 @@ def test_paper_config_launches_sharded_runs_on_four_gpus(tmp_path):
     assert proc.returncode == 0, output_of(proc)[-3000:]
     jobs = train_jobs(output_of(proc))
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
-    expected = {(b, m) for b, spec in paper["backbones"].items() for m in spec["methods"]}
+    expected = {
+        (b, m) for b, spec in paper["backbones"].items() for m in spec["methods"] if m in METHODS
+    }  # mm_full / mm_lora: rule mm_finetune (test_paper_config_plans_the_multimodal_arm)
     assert set(jobs) == expected
     # The study ran both methods under DeepSpeed ZeRO-2 (train_scripts/*.sh).
     assert paper["training"]["full"]["deepspeed"] == "config/deepspeed/zero2.json"
@@ -170,3 +174,53 @@ def test_paper_config_launches_sharded_runs_on_four_gpus(tmp_path):
         assert (hparams["group_by_length"], hparams["seed"]) == (False, 42)
         template = argv[argv.index("--template") + 1]
         assert template == ("llava_llama_2" if backbone.startswith("llama2") else "v1")
+
+
+@pytest.mark.workflow
+def test_paper_config_plans_the_multimodal_arm(tmp_path):
+    """Stage 1 where no released projector is used, stage 2 for every mm method, each on
+    four GPUs under ZeRO-2 with the study's settings (docs/fidelity.md)."""
+    workdir = copy_repo(tmp_path / "repo")
+    proc = snakemake(workdir, "-n", "-p", "--configfile", "config/paper.yaml", timeout=300)
+    assert proc.returncode == 0, output_of(proc)[-3000:]
+    text = output_of(proc)
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    backbones = paper["backbones"]
+    stage2 = train_jobs(text, "mm_finetune")
+    assert set(stage2) == {
+        (b, m) for b, s in backbones.items() for m in s["methods"] if m in MM_METHODS
+    }
+    stage1 = train_jobs(text, "mm_pretrain")
+    assert (
+        set(stage1)
+        == {
+            (b, "mm_pretrain")
+            for b, s in backbones.items()
+            if s["multimodal"]["projector"] == "pretrain"
+        }
+        == {("llama-7b", "mm_pretrain"), ("vicuna-7b", "mm_pretrain")}
+    )
+    for (backbone, method), job in {**stage1, **stage2}.items():
+        assert job["resources"]["gpu"] == "4", (backbone, method)
+        argv = shlex.split(job["command"].split(" 2> ", 1)[0])
+        assert argv[:5] == ["torchrun", "--standalone", "--nproc_per_node=4", "-m", "sbt.mm_train"]
+        hparams = parse_hparams(argv[argv.index("--hparams") + 1])
+        assert hparams["deepspeed"] == "config/deepspeed/zero2.json"
+        assert argv[argv.index("--tower") + 1] == "openai/clip-vit-large-patch14"
+        if method == "mm_pretrain":
+            assert (hparams["learning_rate"], hparams["weight_decay"]) == (2e-3, 0)
+            assert hparams["per_device_train_batch_size"] == 16
+            assert argv[argv.index("--data") + 1] == "resources/llava/cc3m/chat.json"
+            continue
+        assert argv[argv.index("--method") + 1] == method.removeprefix("mm_")
+        assert argv[argv.index("--images") + 1] == "resources/coco/train2017"
+        assert hparams["learning_rate"] == 2e-5 and hparams["global_batch_size"] == 32
+        projector = argv[argv.index("--projector") + 1]
+        released = backbones[backbone]["multimodal"]["projector"]
+        assert projector == (
+            f"results/models/{backbone}/mm_pretrain/mm_projector.bin"
+            if released == "pretrain"
+            else released
+        )
+        if method == "mm_lora":
+            assert hparams["lora"]["r"] == 64 and hparams["lora"]["alpha"] == 16

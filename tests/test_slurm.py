@@ -234,12 +234,17 @@ def assert_all_remote_jobs_submitted(text: str, cluster: SlurmCluster) -> tuple[
 
 
 def shrink_demo_config(path: Path) -> dict:
-    """The demo config with its first backbone only and two benchmarks (a whole DAG in
+    """The demo config with its first backbone only, its text arm only (the multimodal
+    arm's rules are tested in test_workflow_mm.py) and two benchmarks (a whole DAG in
     about two minutes on two CPUs). Written over the copy's config/config.yaml, because a
     config merged on top cannot delete the other backbone."""
     config = yaml.safe_load(path.read_text())
     backbone = next(iter(config["backbones"]))
-    config["backbones"] = {backbone: config["backbones"][backbone]}
+    settings = config["backbones"][backbone]
+    settings["methods"] = [m for m in settings["methods"] if not m.startswith("mm_")]
+    settings.pop("multimodal", None)
+    config["backbones"] = {backbone: settings}
+    config["data"] = {name: v for name, v in config["data"].items() if not v.get("images")}
     config["benchmarks"] = dict(list(config["benchmarks"].items())[:2])
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return config

@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 BACKBONES = ("tiny-llama2", "tiny-vicuna")
 N_BENCHMARKS = 7  # the demo config: TruthfulQA-MC, five ETHICS subsets, mmlu_study
-RUNS = 6  # two backbones: base, full, lora
+RUNS = 8  # two backbones: base, full, lora, mm_full (the multimodal arm, shapes demo)
+TRAINED = 6  # full, lora, mm_full per backbone
 BASE = "results/eval/tiny-llama2/base"
 
 
@@ -29,9 +30,9 @@ BASE = "results/eval/tiny-llama2/base"
 # step (cheap, local), the tables.
 RERUN_EVERY_RUN = {
     "evaluate_base": 2,
-    "evaluate_run": 4,
+    "evaluate_run": TRAINED,
     "result_base": 2 * N_BENCHMARKS,
-    "result_run": 4 * N_BENCHMARKS,
+    "result_run": TRAINED * N_BENCHMARKS,
     "aggregate": 1,
 }
 ONE_RETRAINED_RUN = {"train": 1, "evaluate_run": 1, "result_run": N_BENCHMARKS, "aggregate": 1}
@@ -45,7 +46,7 @@ def read_summary(workdir: Path) -> list[dict[str, str]]:
 def test_demo_produces_tables_and_plots(demo_run):
     rows = read_summary(demo_run)
     runs = {(r["backbone"], r["method"]) for r in rows}
-    assert runs == {(b, m) for b in BACKBONES for m in ("base", "full", "lora")}
+    assert runs == {(b, m) for b in BACKBONES for m in ("base", "full", "lora", "mm_full")}
     for suffix in ("csv", "md", "tex"):
         assert (demo_run / f"results/tables/summary.{suffix}").stat().st_size > 0
     assert list((demo_run / "results/plots").glob("*.png"))
@@ -56,8 +57,9 @@ def test_demo_produces_tables_and_plots(demo_run):
 def test_every_job_left_a_log_and_a_benchmark(demo_run):
     logs = list((demo_run / "logs").rglob("*.log"))
     benchmarks = list((demo_run / "benchmarks").rglob("*.tsv"))
-    # convert 1, build 2, train 4, evaluate 6 runs, results 6 runs x benchmarks, aggregate 1
-    expected = 1 + 2 + 4 + RUNS + RUNS * N_BENCHMARKS + 1
+    # convert 1, build 2, train 4, evaluate 8 runs, results 8 runs x benchmarks, aggregate 1;
+    # the multimodal arm: shapes_demo 1, build_tiny_tower 2, mm_pretrain 2, mm_finetune 2
+    expected = 1 + 2 + 4 + RUNS + RUNS * N_BENCHMARKS + 1 + 1 + 2 + 2 + 2
     assert len(logs) == len(benchmarks) == expected
 
 
@@ -170,12 +172,12 @@ def test_per_benchmark_unit_plans_a_job_per_run_and_benchmark(demo_run):
     jobs = planned_jobs(proc)
     assert jobs == {
         "evaluate_base": 2 * N_BENCHMARKS,
-        "evaluate_run": 4 * N_BENCHMARKS,
+        "evaluate_run": TRAINED * N_BENCHMARKS,
         "aggregate": 1,
     }
     text = output_of(proc)
     assert "--cache-dir results/cache/lm_eval/tiny-llama2/base/ethics_cm --output" in text
-    assert "Evaluation estimate: 42 evaluation jobs, 42 model loads" in text
+    assert "Evaluation estimate: 56 evaluation jobs, 56 model loads" in text
 
 
 def clone(demo_run: Path, dest: Path) -> Path:
@@ -227,4 +229,5 @@ def test_shot_change_asks_the_model_only_for_that_benchmark(demo_run, tmp_path):
     assert log.count("[evaluate] loading ") == 1  # not mmlu_study's own model setting
     dry = snakemake(workdir, "-n", "--configfile", "config/config.yaml", extra)
     # The other runs still have the old ethics_cm: their jobs are next.
-    assert planned_jobs(dry)["evaluate_base"] == 1 and planned_jobs(dry)["evaluate_run"] == 4
+    assert planned_jobs(dry)["evaluate_base"] == 1
+    assert planned_jobs(dry)["evaluate_run"] == TRAINED

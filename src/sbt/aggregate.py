@@ -24,7 +24,14 @@ from sbt.common import atomic_path, cli, input_error
 from sbt.results import Summary, build_summary, load_runs
 
 LABEL_COLUMNS = ("backbone", "data", "method")
-METHOD_COLORS = {"base": "#8c8c8c", "full": "#1f77b4", "lora": "#ff7f0e", "external": "#2ca02c"}
+METHOD_COLORS = {
+    "base": "#8c8c8c",
+    "full": "#1f77b4",
+    "lora": "#ff7f0e",
+    "mm_full": "#17becf",
+    "mm_lora": "#d62728",
+    "external": "#2ca02c",
+}
 OTHER_COLOR = "#9467bd"
 MARKDOWN_HEADER = """\
 # Evaluation summary

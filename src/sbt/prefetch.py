@@ -1,8 +1,11 @@
 """Download one input file once, on a machine with network, so GPU jobs need none.
 
-Addresses: `hf://datasets/OWNER/REPO/PATH/IN/REPO` (through huggingface_hub, which
-resumes and verifies downloads) or plain `https://...`. The file appears only when
-complete (downloaded to a temporary name, then renamed).
+Addresses: `hf://datasets/OWNER/REPO/PATH/IN/REPO` (a dataset repo) or
+`hf://OWNER/REPO/PATH/IN/REPO` (a model repo, e.g. a released projector), both through
+huggingface_hub, which resumes and verifies downloads, or plain `https://...`. With
+`--unzip` the download is a zip archive whose content becomes the directory `--output`
+(image folders: CC3M-595K's images.zip, COCO train2017). The output appears only when
+complete (written to a temporary name, then renamed).
 """
 
 from __future__ import annotations
@@ -11,23 +14,59 @@ import argparse
 import shutil
 import sys
 import urllib.request
+import zipfile
+from pathlib import Path
 
 from sbt.common import atomic_path, cli, input_error
 
 
-def fetch(url: str, output: str) -> None:
-    with atomic_path(output) as tmp:
-        if url.startswith("hf://datasets/"):
-            from huggingface_hub import hf_hub_download
+def download(url: str, target: Path) -> None:
+    """`url` into the file `target`."""
+    if url.startswith("hf://"):
+        from huggingface_hub import hf_hub_download
 
-            owner, repo, filename = url.removeprefix("hf://datasets/").split("/", 2)
-            cached = hf_hub_download(f"{owner}/{repo}", filename, repo_type="dataset")
-            shutil.copyfile(cached, tmp)
-        elif url.startswith(("https://", "http://")):
-            with urllib.request.urlopen(url) as response, open(tmp, "wb") as fh:
-                shutil.copyfileobj(response, fh, length=1 << 20)
-        else:
-            raise input_error(url, "unsupported address (use hf://datasets/... or https://...)")
+        rest = url.removeprefix("hf://")
+        repo_type = "dataset" if rest.startswith("datasets/") else "model"
+        owner, repo, filename = rest.removeprefix("datasets/").split("/", 2)
+        cached = hf_hub_download(f"{owner}/{repo}", filename, repo_type=repo_type)
+        shutil.copyfile(cached, target)
+    elif url.startswith(("https://", "http://")):
+        with urllib.request.urlopen(url) as response, open(target, "wb") as fh:
+            shutil.copyfileobj(response, fh, length=1 << 20)
+    else:
+        raise input_error(url, "unsupported address (use hf://..., https://...)")
+
+
+def unpack(archive: Path, folder: Path) -> None:
+    """A zip archive's files into `folder`; a single top folder (train2017/) is dropped, so
+    the image names of the records are directly inside `folder`."""
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(folder)
+    except zipfile.BadZipFile as exc:
+        raise input_error(archive, f"not a zip archive: {exc}") from None
+    entries = list(folder.iterdir())
+    if len(entries) == 1 and entries[0].is_dir():
+        top = entries[0]
+        for item in top.iterdir():
+            item.rename(folder / item.name)
+        top.rmdir()
+
+
+def fetch(url: str, output: str, *, unzip: bool = False) -> None:
+    if not unzip:
+        with atomic_path(output) as tmp:
+            download(url, tmp)
+    else:
+        with atomic_path(output, directory=True) as tmp:
+            archive = tmp / ".download.zip"
+            download(url, archive)
+            unpack_dir = tmp / ".unpacked"
+            unpack(archive, unpack_dir)
+            archive.unlink()
+            for item in unpack_dir.iterdir():
+                item.rename(tmp / item.name)
+            unpack_dir.rmdir()
     print(f"fetched {url} -> {output}", file=sys.stderr)
 
 
@@ -36,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", required=True)
     parser.add_argument("--output", required=True)
+    parser.add_argument("--unzip", action="store_true", help="a zip archive -> directory")
     args = parser.parse_args(argv)
-    fetch(args.url, args.output)
+    fetch(args.url, args.output, unzip=args.unzip)
     return 0
 
 

@@ -2,8 +2,8 @@
 
 Reads what evaluate.py writes: `run` {backbone, data, method[, name]} and `metrics`
 {"<task>/<metric>": value in lm-eval's scale}. Rows are grouped by backbone (sorted by
-name); inside a backbone: base model, full fine-tunes, LoRA runs, external checkpoints,
-anything else. Columns are grouped by benchmark family in the study's order. Scores are
+name); inside a backbone: base model, full fine-tunes, LoRA runs, multimodal runs,
+external checkpoints, anything else. Columns are grouped by benchmark family in the study's order. Scores are
 percentages with one decimal; what was not evaluated stays empty (NaN), never zero.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from sbt.benchmark_files import chance_level
 from sbt.common import input_error
 
-METHOD_ORDER = ("base", "full", "lora", "external")
+METHOD_ORDER = ("base", "full", "lora", "mm_full", "mm_lora", "external")
 ETHICS_TASKS = (
     "ethics_cm",
     "ethics_deontology",

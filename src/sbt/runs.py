@@ -14,6 +14,10 @@ from dataclasses import dataclass
 RESULTS = "results"
 EXTERNAL = "external"  # path part of the external checkpoints' results
 BASE = "base"
+# The multimodal arm's stage-2 methods (sbt.mm_train --stage finetune --method full|lora)
+# and the folder of the language model each run's LLaVA directory holds (sbt.mm_train).
+MM_METHODS = ("mm_full", "mm_lora")
+LANGUAGE_MODEL_DIR = "language_model"
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,15 @@ class Run:
     gpus: int  # 0 on the CPU-only demo backbones, else 1
     settings: Mapping  # its config entry: backbones.<b> or external.<c>
     info: Mapping  # recorded in each result: backbone, data, method (and name)
+
+    @property
+    def model_input(self) -> str:
+        """The rule output that holds `model`: a multimodal run's language model is a folder
+        inside its LLaVA directory, which is what the workflow can depend on."""
+        suffix = f"/{LANGUAGE_MODEL_DIR}"
+        if self.info.get("method") in MM_METHODS and self.model.endswith(suffix):
+            return self.model.removesuffix(suffix)
+        return self.model
 
     @property
     def model_dir(self) -> str:
@@ -87,6 +100,8 @@ def resolve_run(config: Mapping, wildcards: Mapping[str, str]) -> Run:
     model, adapter = base, None
     if method == "full":
         model = f"{RESULTS}/models/{path}"
+    elif method in MM_METHODS:  # the text benchmarks read the extracted language model
+        model = f"{RESULTS}/models/{path}/{LANGUAGE_MODEL_DIR}"
     elif method == "lora" and config["evaluation"]["merged_lora"]:
         model = f"{RESULTS}/models/{path}.merged"
     elif method == "lora":

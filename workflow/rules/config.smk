@@ -13,6 +13,7 @@ from snakemake.utils import validate
 
 from sbt import runs
 from sbt.prefetch_benchmarks import ETHICS_SPLITS, ETHICS_SUBSETS, ethics_file_name
+from sbt.runs import MM_METHODS
 from sbt.training import METHODS
 
 RESULTS = runs.RESULTS
@@ -28,6 +29,20 @@ PREFETCHED_MMLU = f"{PREFETCH_DIR}/mmlu"  # data.tar's dev/ and test/ CSVs (mmlu
 # The study's own MMLU script, as a task (sbt.mmlu_study).
 MMLU_STUDY = "mmlu_study"
 EXTERNAL = runs.EXTERNAL
+# The multimodal demo's files, written by rule shapes_demo (sbt.demo.shapes).
+SHAPES_DIR = f"{RESULTS}/demo/shapes"
+SHAPES_FILES = {
+    name: f"{SHAPES_DIR}/{name}"
+    for name in (
+        "pretrain_chat.json",
+        "instruct.json",
+        "pope.json",
+        "vqa_questions.json",
+        "vqa_annotations.json",
+    )
+}
+SHAPES_IMAGES = f"{SHAPES_DIR}/images"
+MM_PRETRAIN = "mm_pretrain"  # results/models/<backbone>/mm_pretrain/: stage 1
 
 
 def config_error(key, message):
@@ -132,7 +147,8 @@ def check_config():
             config_error(f"data.{name}.url", "a url needs exactly one file in sources")
         for i, source in enumerate(variant["sources"]):
             check_path(f"data.{name}.sources[{i}]", source)
-            if not Path(source).exists() and not variant.get("url"):
+            made = source in SHAPES_FILES.values() or source in config["mm_downloads"]
+            if not Path(source).exists() and not variant.get("url") and not made:
                 config_error(
                     f"data.{name}.sources[{i}]",
                     f"file {source!r} does not exist (and no url to prefetch it from)",
@@ -168,6 +184,75 @@ def check_config():
         config_error(
             f"backbones.{EXTERNAL}", "this name is reserved for external checkpoints"
         )
+    check_multimodal()
+
+
+def check_made(key, path):
+    """A multimodal input: an existing path, or one a rule writes (the shapes demo,
+    mm_downloads)."""
+    check_path(key, path)
+    made = {*SHAPES_FILES.values(), SHAPES_IMAGES, *config["mm_downloads"]}
+    if not Path(path).exists() and path not in made:
+        config_error(
+            key,
+            f"{path!r} does not exist (nor is it written by shapes_demo or mm_downloads)",
+        )
+
+
+def check_multimodal():
+    """The multimodal arm: what its runs need is configured, and where it comes from."""
+    if MM_PRETRAIN in config["data"]:
+        config_error(
+            f"data.{MM_PRETRAIN}", "this name is reserved for stage 1's output"
+        )
+    for name, variant in config["data"].items():
+        if variant["images"]:
+            check_made(f"data.{name}.images", variant["images"])
+    for name, backbone in config["backbones"].items():
+        mm = [m for m in backbone["methods"] if m in MM_METHODS]
+        if not mm:
+            continue
+        key = f"backbones.{name}"
+        if "multimodal" not in backbone:
+            config_error(f"{key}.methods", f"{mm[0]} needs a multimodal block")
+        variants = backbone.get("data") or list(config["data"])
+        with_images = [v for v in variants if config["data"][v]["images"]]
+        if not with_images:
+            config_error(
+                f"{key}.methods",
+                f"{mm[0]} needs a data variant with images; {', '.join(variants)} has none",
+            )
+        for variant in with_images:
+            if len(config["data"][variant]["sources"]) != 1:
+                config_error(
+                    f"data.{variant}.sources",
+                    "a variant with images takes one source file",
+                )
+        block = backbone["multimodal"]
+        if block["projector"] == "pretrain":
+            if MM_PRETRAIN not in config["training"]:
+                config_error(
+                    f"{key}.multimodal.projector",
+                    f"pretrain needs settings under training.{MM_PRETRAIN}",
+                )
+            if "pretrain" not in block:
+                config_error(
+                    f"{key}.multimodal.pretrain",
+                    "projector pretrain needs captions and images",
+                )
+            for field in ("captions", "images"):
+                check_made(
+                    f"{key}.multimodal.pretrain.{field}", block["pretrain"][field]
+                )
+        else:
+            check_made(f"{key}.multimodal.projector", block["projector"])
+        if block["tower"] != "tiny":
+            check_path(f"{key}.multimodal.tower", block["tower"])
+    for name, bench in config["mm_benchmarks"].items():
+        if name in config["benchmarks"]:
+            config_error(f"mm_benchmarks.{name}", "also the name of a text benchmark")
+        for field in ("questions", "images"):
+            check_made(f"mm_benchmarks.{name}.{field}", bench[field])
 
 
 check_config()
@@ -182,6 +267,7 @@ def names_pattern(names):
 wildcard_constraints:
     data=names_pattern(config["data"]),
     backbone=names_pattern(config["backbones"]),
-    method=names_pattern(METHODS),
+    method=names_pattern(METHODS + MM_METHODS),
+    mm_benchmark=names_pattern(config["mm_benchmarks"]),
     benchmark=names_pattern(config["benchmarks"]),
     checkpoint=names_pattern(config["external"]),

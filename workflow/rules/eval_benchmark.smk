@@ -17,7 +17,9 @@ def benchmark_inputs(run, name):
     """Model directories (demo backbones and our own runs) and files one benchmark reads."""
     inputs = {}
     if run.model.startswith(f"{RESULTS}/"):
-        inputs["model"] = run.model
+        inputs["model"] = (
+            run.model_input
+        )  # an mm run's LLaVA dir holds its language model
     if run.adapter and run.adapter.startswith(f"{RESULTS}/"):
         inputs["adapter"] = run.adapter
     bench = benchmark(name)

@@ -10,6 +10,13 @@ def backbone_data(backbone):
     return settings.get("data") or list(config["data"])
 
 
+def runs_on(data, method):
+    """Text methods train on variants with text_runs, multimodal ones on variants with
+    images (config.smk checks that each mm backbone has one)."""
+    variant = config["data"][data]
+    return bool(variant["images"]) if method in MM_METHODS else variant["text_runs"]
+
+
 def trained_runs():
     """(backbone, data, method) of every fine-tuning run in the grid."""
     return [
@@ -17,7 +24,24 @@ def trained_runs():
         for backbone, settings in config["backbones"].items()
         for data in backbone_data(backbone)
         for method in settings["methods"]
+        if runs_on(data, method)
     ]
+
+
+def mm_runs():
+    """The multimodal runs' paths: the only runs that get mm_benchmarks."""
+    return [
+        f"{backbone}/{data}/{method}"
+        for backbone, data, method in trained_runs()
+        if method in MM_METHODS
+    ]
+
+
+def mm_backbones():
+    """Backbones with a multimodal run (each has a tower and a stage-1 projector)."""
+    return sorted(
+        {backbone for backbone, _, method in trained_runs() if method in MM_METHODS}
+    )
 
 
 def all_runs():
@@ -39,9 +63,13 @@ def eval_result(run, benchmark):
 
 
 def eval_outputs():
-    """Every result JSON: every run x every benchmark."""
+    """Every result JSON: every run x every benchmark, every mm run x every mm benchmark."""
     return [
         eval_result(run, bench) for bench in config["benchmarks"] for run in all_runs()
+    ] + [
+        eval_result(run, bench)
+        for bench in config["mm_benchmarks"]
+        for run in mm_runs()
     ]
 
 

@@ -39,6 +39,8 @@ rule train:
         "logs/train/{backbone}/{data}/{method}.log",
     benchmark:
         "benchmarks/train/{backbone}/{data}/{method}.tsv"
+    wildcard_constraints:
+        method=names_pattern(METHODS),  # mm_full / mm_lora: rule mm_finetune
     conda:
         "../../envs/workflow.yaml"
     threads: train_threads

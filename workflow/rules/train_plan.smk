@@ -46,7 +46,12 @@ def tiny_corpus():
     """Text the demo tokenizers are trained on: the data variants' sources. (Not the
     benchmark files, so editing a benchmark never rebuilds and retrains the backbones.)
     """
-    return sorted({s for v in config["data"].values() for s in v["sources"]})
+    captions = {
+        b["multimodal"]["pretrain"]["captions"]
+        for b in config["backbones"].values()
+        if "pretrain" in b.get("multimodal", {})
+    }  # a tiny backbone of the multimodal arm must know the captions' words too
+    return sorted({s for v in config["data"].values() for s in v["sources"]} | captions)
 
 
 # ---------------------------------------------------------------- training
@@ -99,51 +104,70 @@ def check_global_batch(backbone, method):
 
 for _backbone, _, _method in trained_runs():
     check_global_batch(_backbone, _method)
+for _backbone in mm_backbones():  # stage 1, where the backbone trains its own projector
+    if config["backbones"][_backbone]["multimodal"]["projector"] == "pretrain":
+        check_global_batch(_backbone, MM_PRETRAIN)
 
 
 def num_gpus(backbone, method):
     return hparams(backbone, method).num_gpus
 
 
+def job_method(wildcards, method=None):
+    """The settings' method of a train job: its wildcard, or fixed (mm_pretrain)."""
+    return method or wildcards.method
+
+
 def train_nodes(wildcards):
     return hparams(wildcards.backbone, wildcards.method).nodes
 
 
-def train_resource(name):
+def train_resource(name, method=None):
     """One scheduler resource of a train job (sbt.launch.slurm_resources): `gpu` on one
     node; `nodes`, `tasks`, `gres`, `tasks_per_gpu`, `mpi` across several (None: unset).
+    `method`: the settings of a rule without a method wildcard (mm_pretrain).
     """
 
     def value(wildcards):
-        settings = hparams(wildcards.backbone, wildcards.method)
+        settings = hparams(wildcards.backbone, job_method(wildcards, method))
         return slurm_resources(settings.nodes, settings.num_gpus)[name]
 
     return value
 
 
-def train_launcher(wildcards):
+def launcher_of(method):
+    """train_launcher for a rule without a method wildcard (mm_pretrain)."""
+    return lambda wildcards: train_launcher(wildcards, method)
+
+
+def threads_of(method):
+    """train_threads for a rule without a method wildcard (mm_pretrain)."""
+    return lambda wildcards: train_threads(wildcards, method)
+
+
+def train_launcher(wildcards, method=None):
     """One node: python, or torchrun with one process per GPU (FSDP and DeepSpeed need
     torchrun even on one GPU). Several nodes: srun starting one torchrun per node, which
     meet in a c10d rendezvous (sbt.launch, docs/slurm.md). From wildcards only, so the
     launch line is a recorded param."""
-    settings = hparams(wildcards.backbone, wildcards.method)
+    settings = hparams(wildcards.backbone, job_method(wildcards, method))
     return launch_command(
         settings.nodes,
         settings.num_gpus,
         sharded=bool(settings.fsdp or settings.deepspeed),
-        cpus_per_task=train_threads(wildcards),
+        cpus_per_task=train_threads(wildcards, method),
         node_script=NODE_SCRIPT,
     )
 
 
-def train_threads(wildcards):
+def train_threads(wildcards, method=None):
     """CPU cores for data loading and the launcher: 8 per GPU, 1 on a CPU-only job."""
-    return max(1, 8 * num_gpus(wildcards.backbone, wildcards.method))
+    return max(1, 8 * num_gpus(wildcards.backbone, job_method(wildcards, method)))
 
 
-def deepspeed_config(wildcards):
+def deepspeed_config(wildcards, method=None):
     """The DeepSpeed JSON is an input, so editing it reruns the runs that use it."""
-    path = hparams(wildcards.backbone, wildcards.method).deepspeed
+    path = hparams(wildcards.backbone, job_method(wildcards, method)).deepspeed
     return {"deepspeed": path} if path else {}
 
 
@@ -172,21 +196,34 @@ def disk_estimate():
     Full fine-tunes are saved in their save_dtype (auto: float32); a LoRA adapter is about 2% of its
     base at the study's r=64 on every linear layer; a resumable checkpoint (weights plus
     Adam state, float32) needs about 16 bytes per trained parameter while its job runs.
+    A multimodal run (mm_full, mm_lora merged) is a whole model twice: its LLaVA directory
+    and the extracted language model.
     """
     gb = 1e9
-    models = checkpoints = 0.0
-    counts = {"full": 0, "lora": 0}
+    models = mm_models = checkpoints = 0.0
+    counts = {"full": 0, "lora": 0, "mm": 0}
     for backbone, _, method in trained_runs():
         params = size_b(backbone) * 1e9
         per_param = BYTES_PER_PARAM[hparams(backbone, method).save_dtype]
+        if method in MM_METHODS:
+            mm_models += 2 * params * per_param
+            checkpoints = max(checkpoints, params * 16)
+            counts["mm"] += 1
+            continue
         trained = params if method == "full" else params * 0.02
         models += params * per_param if method == "full" else trained * 4
         checkpoints = max(checkpoints, trained * 16)
         counts[method] += 1
+    multimodal = (
+        f" Multimodal: {counts['mm']} models = {mm_models / gb:.1f} GB more."
+        if counts["mm"]
+        else ""
+    )
     return (
         f"Disk estimate: {counts['full']} full models + {counts['lora']} LoRA adapters"
         f" = {models / gb:.1f} GB under {RESULTS}/models; up to {checkpoints / gb:.1f} GB"
         " more per training job while it runs (resumable checkpoint, deleted after success)."
+        + multimodal
     )
 
 
