@@ -442,6 +442,13 @@ def test_paper_gpu_jobs_sbatch_options(paper_cluster, tmp_path):
     print(f"snakemake ran {time.monotonic() - started:.0f} s until interrupted")
 
     run_name, slurm_jobs = assert_all_remote_jobs_submitted(text, paper_cluster)
+    # scancel returns before the controller has ended a running job: on a loaded machine a
+    # job can still show RUNNING for some seconds after Snakemake has exited.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and {
+        row["state"] for row in job_table(paper_cluster, run_name)
+    } & {"PENDING", "RUNNING", "COMPLETING", "CONFIGURING"}:
+        time.sleep(1)
     rows = report_job_table(paper_cluster, run_name, tmp_path / "slurm_jobs.txt")
     assert sorted(rule for rule, _, _ in slurm_jobs.values()) == ["evaluate_base", "train"]
     assert set(allocated) == set(slurm_jobs)
