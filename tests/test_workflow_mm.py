@@ -1,16 +1,13 @@
 """The multimodal arm through real `snakemake`: one tiny backbone's mm_full run (shapes demo,
 tiny tower, stage 1, stage 2) to the summary table, in a temporary copy of the repository.
 
-The text benchmark reads the run's extracted language model (sbt.runs.resolve_run). The mm
-benchmark (POPE on the shapes demo) needs `sbt.mm_evaluate`, written on another branch:
-until it is in the package, the config below leaves mm_benchmarks out and the test of its
-column is skipped (MM_EVALUATE).
+The text benchmark reads the run's extracted language model (sbt.runs.resolve_run); the mm
+benchmark (POPE on the shapes demo, sbt.mm_evaluate) reads the LLaVA checkpoint.
 """
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 
 import pytest
 import yaml
@@ -18,8 +15,6 @@ from snakemake_run import REPO, copy_repo, planned_jobs, run_ok, write_config
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
-# sbt.mm_evaluate is written on another branch; the mm benchmark test waits for it.
-MM_EVALUATE = importlib.util.find_spec("sbt.mm_evaluate") is not None
 BACKBONE = "tiny-vicuna"
 MM_BENCHMARK = "pope_shapes"
 
@@ -31,16 +26,7 @@ def mm_only_config() -> dict:
     backbone.update(methods=["mm_full"], data=["shapes"])
     config["backbones"] = {BACKBONE: backbone}
     config["benchmarks"] = {"ethics_cm": config["benchmarks"]["ethics_cm"]}
-    if MM_EVALUATE:
-        images = config["data"]["shapes"]["images"]
-        config["mm_benchmarks"] = {
-            MM_BENCHMARK: {
-                "task": "pope",
-                "questions": "results/demo/shapes/pope.json",
-                "images": images,
-                "limit": 8,
-            }
-        }
+    config["mm_benchmarks"] = {MM_BENCHMARK: {**config["mm_benchmarks"][MM_BENCHMARK], "limit": 8}}
     return config
 
 
@@ -59,7 +45,7 @@ def test_mm_run_plans_both_stages_and_reaches_the_summary(mm_run):
     workdir, jobs, rows = mm_run
     for rule in ("shapes_demo", "build_tiny_tower", "mm_pretrain", "mm_finetune"):
         assert jobs[rule] == 1, jobs
-    assert jobs["evaluate_mm"] == (1 if MM_EVALUATE else 0)
+    assert jobs["evaluate_mm"] == 1
     assert {(r["backbone"], r["data"], r["method"]) for r in rows} == {
         (BACKBONE, "-", "base"),  # the table shows no data variant as "-"
         (BACKBONE, "shapes", "mm_full"),
@@ -73,7 +59,6 @@ def test_mm_run_plans_both_stages_and_reaches_the_summary(mm_run):
     assert ethics and all(mm_row[key] for key in ethics), mm_row
 
 
-@pytest.mark.skipif(not MM_EVALUATE, reason="needs sbt.mm_evaluate (another branch)")
 def test_mm_benchmark_column_only_for_mm_runs(mm_run):
     _, _, rows = mm_run
     columns = [key for key in rows[0] if "pope" in key.lower()]

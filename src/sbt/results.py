@@ -69,10 +69,14 @@ METRIC_ORDER = (
 # lm-eval reports these as fractions; the tables show percentages. Others (BLEU, ROUGE,
 # SQuAD2 exact/f1) are already on a 0-100 scale.
 FRACTION_METRICS = {"acc", "acc_norm", "exact_match", "em"}
+# sbt.mm_evaluate's metrics, keyed "<benchmark>/<metric>": all fractions.
+MM_FRACTION_METRICS = {"accuracy", "precision", "recall", "f1", "yes_ratio"}
 
 
 def is_fraction(metric: str) -> bool:
     base = metric.partition(",")[0]
+    if "/" in base:
+        return base.rpartition("/")[2] in MM_FRACTION_METRICS
     return base in FRACTION_METRICS or base.endswith("_acc")
 
 

@@ -3,6 +3,7 @@ stage-1 projector of a backbone, each stage's settings (TrainConfig, as train_pl
 stage 2's inputs, an mm benchmark's sbt.mm_evaluate arguments, the downloads."""
 
 import json
+import shlex
 
 # What sbt.mm_train --method trains for each workflow method, and the TrainConfig method
 # whose settings it records (params drops `lora` unless the method is lora).
@@ -78,11 +79,14 @@ def finetune_inputs(wildcards):
 
 def mm_benchmark_inputs(wildcards):
     bench = config["mm_benchmarks"][wildcards.mm_benchmark]
-    return {
+    inputs = {
         "model": f"{RESULTS}/models/{wildcards.backbone}/{wildcards.data}/{wildcards.method}",
         "questions": bench["questions"],
         "images": bench["images"],
     }
+    if bench["annotations"]:
+        inputs["annotations"] = bench["annotations"]
+    return inputs
 
 
 def mm_eval_args(wildcards):
@@ -97,4 +101,7 @@ def mm_eval_args(wildcards):
         args += ["--device", evaluation["device"]]
     if bench["limit"]:
         args += ["--limit", str(bench["limit"])]
-    return " ".join(args)
+    if bench["annotations"]:
+        args += ["--annotations", bench["annotations"]]
+    args += ["--run-info", json.dumps(run_of(wildcards).info, sort_keys=True)]
+    return " ".join(shlex.quote(arg) for arg in args)
