@@ -283,3 +283,20 @@ def test_multimodal_runs_sort_after_lora_and_only_they_fill_their_columns(tmp_pa
     assert len(pope) == 1, list(rows[0])
     assert [r[pope[0]] for r in rows] == ["", "", "81.3"]  # 81.25 rounds half up
     assert all(r["ETHICS cm"] == "50.0" for r in rows)
+
+
+def test_mm_evaluate_scores_are_percentages_and_squad_f1_stays_as_it_is(tmp_path):
+    """sbt.mm_evaluate's documents (task pope / vqav2, keys "<benchmark>/<metric>") hold
+    fractions, f1 among them; SQuAD2's f1 is already on lm-eval's 0-100 scale."""
+    root = tmp_path / "eval"
+    mm = run_of("alpha", "mm_full", "shapes")
+    folder = root / "alpha/shapes/mm_full"
+    pope = {"pope_shapes/f1": 0.6923, "pope_shapes/yes_ratio": 0.8}
+    document = {"benchmark": "pope_shapes", "task": "pope", "run": mm, "metrics": pope}
+    (folder / "pope_shapes.json").parent.mkdir(parents=True)
+    (folder / "pope_shapes.json").write_text(json.dumps(document))
+    write_result(folder, "squadv2", mm, {"squadv2/f1": 41.25})
+    tables, _ = produce([root], tmp_path)
+    (row,) = read_csv(tables / "summary.csv")
+    assert row["Other pope_shapes f1"] == "69.2" and row["Other pope_shapes yes_ratio"] == "80.0"
+    assert [row[key] for key in row if key.startswith("SQuAD2")] == ["41.3"]

@@ -73,6 +73,10 @@ FRACTION_METRICS = {"acc", "acc_norm", "exact_match", "em"}
 MM_FRACTION_METRICS = {"accuracy", "precision", "recall", "f1", "yes_ratio"}
 
 
+# sbt.mm_evaluate's documents name their task; every score of theirs is a fraction.
+MM_TASKS = {"pope", "vqav2"}
+
+
 def is_fraction(metric: str) -> bool:
     base = metric.partition(",")[0]
     if "/" in base:
@@ -200,12 +204,17 @@ def load_runs(paths: Sequence[str | Path]) -> list[RunResult]:
         key += (description["name"],)
         run = runs.setdefault(key, RunResult(**description, scores={}, sources={}))
         data_files = (document.get("config") or {}).get("data_files") or {}
+        fractions = document.get("task") in MM_TASKS
         for metric_key, value in metrics.items():
-            score = None if value is None else _as_percent(metric_key, value)
+            score = None if value is None else _as_percent(metric_key, value, fractions)
             stderr = _stderr(document, metric_key)
-            run.stderrs[metric_key] = None if stderr is None else _as_percent(metric_key, stderr)
+            run.stderrs[metric_key] = (
+                None if stderr is None else _as_percent(metric_key, stderr, fractions)
+            )
             level = chance_level(metric_key, data_files)
-            run.chance[metric_key] = None if level is None else _as_percent(metric_key, level)
+            run.chance[metric_key] = (
+                None if level is None else _as_percent(metric_key, level, fractions)
+            )
             if metric_key in run.scores and run.scores[metric_key] != score:
                 raise input_error(
                     path,
@@ -217,8 +226,9 @@ def load_runs(paths: Sequence[str | Path]) -> list[RunResult]:
     return sort_runs(runs.values())
 
 
-def _as_percent(metric_key: str, value: float) -> float:
-    return value * 100 if is_fraction(metric_key.partition("/")[2]) else value
+def _as_percent(metric_key: str, value: float, fraction: bool = False) -> float:
+    """A score as the tables show it: fractions (``fraction``, or by name) as percentages."""
+    return value * 100 if fraction or is_fraction(metric_key.partition("/")[2]) else value
 
 
 def sort_runs(runs: Iterable[RunResult]) -> list[RunResult]:
