@@ -73,8 +73,9 @@ def input_error(
     return InputError(": ".join(parts))
 
 
-def read_json_file(path: str | os.PathLike) -> object:
-    """A JSON file's content, or a JSON Lines file's (`.jsonl`) as a list, one item a line.
+def read_json_file(path: str | os.PathLike, lines: bool | None = None) -> object:
+    """A JSON file's content, or a JSON Lines file's (`.jsonl`, or ``lines=True`` whatever
+    the name) as a list, one item a line.
 
     Unreadable or malformed files raise one InputError naming the file (and the line).
     """
@@ -83,7 +84,7 @@ def read_json_file(path: str | os.PathLike) -> object:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise input_error(path, f"cannot read: {exc.strerror or exc}") from None
-    if path.suffix != ".jsonl":
+    if not (path.suffix == ".jsonl" if lines is None else lines):
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:

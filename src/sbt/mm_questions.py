@@ -9,7 +9,6 @@ first in the question's turn, VQAv2 with 3 text-only demonstrations).
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from pathlib import Path
@@ -113,17 +112,7 @@ def read_pope(questions: Path, images: Path) -> list[dict]:
 
 def _records(path: Path) -> list:
     """POPE files are JSON Lines under a .json name; read them line by line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise input_error(path, f"cannot read: {exc.strerror or exc}") from None
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise input_error(path, f"invalid JSON on line {number}: {exc}") from None
+    records = read_json_file(path, lines=True)
     if not records:
         raise input_error(path, "no questions")
     return records
