@@ -147,12 +147,13 @@ def test_a_failing_benchmark_loses_nothing_else_and_a_rerun_redoes_only_it(demo_
     broken.write_text(good)
     dry = snakemake(workdir, "-n")
     # Each run's evaluation job (evaluation.group: run), whose request cache answers every
-    # request already answered, then every result step of those runs, then the tables.
+    # request already answered, then every result step of those runs, then the tables
+    # (the runs: full, lora and the multimodal arm's mm_full, per backbone).
     assert planned_jobs(dry) == {
         "evaluate_base": 2,
-        "evaluate_run": 4,
+        "evaluate_run": 6,
         "result_base": 14,
-        "result_run": 28,
+        "result_run": 42,
         "aggregate": 1,
     }
     rerun = snakemake(workdir, "--cores", "2")
