@@ -34,7 +34,7 @@ from sbt.runs import LANGUAGE_MODEL_DIR
 from sbt.templates import TEMPLATE_NAMES, as_template
 from sbt.train_config import TrainConfig
 from sbt.train_data import check_skipped, file_sha256
-from sbt.train_loop import NonFiniteLossError, run_trainer
+from sbt.train_loop import exit_status, run_trainer
 from sbt.train_resume import checkpoints_dir, prepare_checkpoints
 from sbt.train_setup import machine_settings, training_arguments
 from sbt.training import LOSS_CSV, TRAINING_INFO, config_from_json, gradient_accumulation
@@ -254,17 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     hparams = config_from_json(args.hparams)
     if args.projector and not Path(args.projector).is_file():
         raise input_error(args.projector, "projector file not found", field="projector")
-    try:
-        info = train_mm(args, hparams)
-    except NonFiniteLossError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    if os.environ.get("RANK", "0") == "0":
-        print(
-            f"wrote {args.output}: {info['global_step']} steps, final loss {info['final_loss']}",
-            file=sys.stderr,
-        )
-    return 0
+    return exit_status(args.output, lambda: train_mm(args, hparams))
 
 
 if __name__ == "__main__":

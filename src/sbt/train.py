@@ -15,13 +15,11 @@ For several GPUs launch it with `torchrun --nproc_per_node N -m sbt.train ...`.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 from sbt.common import cli, use_offline_hub
 from sbt.templates import TEMPLATE_NAMES
 from sbt.train_config import TrainConfig
-from sbt.train_loop import NonFiniteLossError
+from sbt.train_loop import exit_status
 from sbt.training import METHODS, config_from_json, train
 
 
@@ -49,24 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     use_offline_hub()
     hparams = config_from_json(args.hparams)
-    try:
-        info = train(
-            args.model,
-            args.template,
-            args.method,
-            args.data,
-            args.output,
-            hparams,
-        )
-    except NonFiniteLossError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    if os.environ.get("RANK", "0") == "0":  # under torchrun: one line, not one per process
-        print(
-            f"wrote {args.output}: {info['global_step']} steps, final loss {info['final_loss']:.4f}",
-            file=sys.stderr,
-        )
-    return 0
+    run = (args.model, args.template, args.method, args.data, args.output, hparams)
+    return exit_status(args.output, lambda: train(*run))
 
 
 if __name__ == "__main__":

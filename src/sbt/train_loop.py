@@ -7,6 +7,7 @@ averaging. transformers is imported lazily: importing this module stays light.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import sys
 import time
@@ -16,6 +17,21 @@ from sbt.train_config import TrainConfig
 
 class NonFiniteLossError(RuntimeError):
     """Training diverged: the logged loss is NaN or infinite."""
+
+
+def exit_status(output, train) -> int:
+    """A training CLI's ending: run ``train()`` (returning the run's info), 1 with one
+    error line when it diverged, else 0 after one summary line from global rank 0."""
+    try:
+        info = train()
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: one line, not one per process
+        loss = info["final_loss"]
+        loss = "n/a" if loss is None else f"{loss:.4f}"
+        print(f"wrote {output}: {info['global_step']} steps, final loss {loss}", file=sys.stderr)
+    return 0
 
 
 def _clock(seconds: float | None) -> str:
