@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sbt.benchmark_files import chance_level
 from sbt.common import input_error
+from sbt.mm_evaluate import TASKS as MM_EVALUATE_TASKS
 
 METHOD_ORDER = ("base", "full", "lora", "mm_full", "mm_lora", "external")
 ETHICS_TASKS = (
@@ -73,8 +74,9 @@ FRACTION_METRICS = {"acc", "acc_norm", "exact_match", "em"}
 MM_FRACTION_METRICS = {"accuracy", "precision", "recall", "f1", "yes_ratio"}
 
 
-# sbt.mm_evaluate's documents name their task; every score of theirs is a fraction.
-MM_TASKS = {"pope", "vqav2"}
+# sbt.mm_evaluate's documents name their task (one of its TASKS); every score of theirs
+# is a fraction.
+MM_TASKS = set(MM_EVALUATE_TASKS)
 
 
 def is_fraction(metric: str) -> bool:
