@@ -53,8 +53,10 @@ DISTRIBUTED_HPARAMS = {
     "lora": {"r": 4, "dropout": 0.0},
 }
 RECORDS = 24  # one epoch: 24 / 4 = 6 steps
+# Enough steps that the job is still running when the test kills it after its first
+# checkpoint (at 120 steps it sometimes finished first).
 PREEMPT_HPARAMS = {
-    "max_steps": 120,
+    "max_steps": 400,
     "per_device_train_batch_size": 2,
     "gradient_accumulation_steps": 1,
     "learning_rate": 1e-3,
@@ -284,8 +286,8 @@ def test_killed_train_job_is_requeued_and_resumes_to_the_same_weights(
             log,
         )
         wait_for(
-            lambda: (checkpoints / "checkpoint-20" / "trainer_state.json").exists(),
-            "the train job's second checkpoint",
+            lambda: (checkpoints / "checkpoint-10" / "trainer_state.json").exists(),
+            "the train job's first checkpoint",
             proc,
             log,
         )
@@ -332,7 +334,7 @@ def test_killed_train_job_is_requeued_and_resumes_to_the_same_weights(
     assert job["JobState"] == "COMPLETED" and job["Restarts"] == "1"
 
     info = json.loads((work / "model" / "training_info.json").read_text())
-    assert info["resumed_from"] == left[-1] and info["global_step"] == 120
+    assert info["resumed_from"] == left[-1] and info["global_step"] == PREEMPT_HPARAMS["max_steps"]
     assert not checkpoints.exists()
     reference = train(str(tiny_backbone), "v1", "full", data, tmp_path / "reference",
                       PREEMPT_HPARAMS)  # fmt: skip
