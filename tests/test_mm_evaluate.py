@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sbt import mm_evaluate, mm_metrics, mm_model, mm_questions  # noqa: E402
-from sbt.templates import get_template  # noqa: E402
+from sbt.templates import SYS_V1, get_template  # noqa: E402
 
 QUESTIONS = 6
 
@@ -78,6 +78,48 @@ def test_v0_prompt_is_the_studys_conversation():
         "social instability.\n###Human: Q1?###Assistant: a1###"
         "Human: <im_start><image><im_end>\nIs there a cat?###Assistant:"
     )
+
+
+def test_template_prompt_is_the_training_rendering_up_to_the_answer():
+    demos = [("Q1?", "A1.")]
+    v1 = mm_questions.template_prompt(get_template("v1"), "Is there a cat?", demos)
+    assert v1 == (
+        f"{SYS_V1} USER: Q1? ASSISTANT: A1.</s>"
+        "USER: <im_start><image><im_end>\nIs there a cat? ASSISTANT:"
+    )
+    llama_2 = mm_questions.template_prompt(get_template("llava_llama_2"), "Is there a cat?")
+    assert llama_2.startswith("[INST] <<SYS>>\n") and llama_2.endswith(
+        "<im_start><image><im_end>\nIs there a cat? [/INST]"
+    )
+    # What the model saw before a trained answer: rendering the answer after the prompt
+    # gives the training text.
+    conversation = [
+        {"from": "human", "value": "<im_start><image><im_end>\nIs there a cat?"},
+        {"from": "gpt", "value": "No."},
+    ]
+    assert get_template("llava_llama_2").render(conversation).text.startswith(llama_2 + " No.")
+
+
+def test_training_prompt_reads_the_runs_template(tmp_path, shapes, llava_dir, capsys):
+    out = tmp_path / "out.json"
+    args = vqa_args(shapes, llava_dir, out, "--mode", "clean", "--prompt", "training")
+    assert mm_evaluate.main(args) == 2  # save_llava alone records no training template
+    line = one_error_line(capsys)
+    assert f"{llava_dir / 'training_info.json'}: field 'template'" in line
+    run = shutil.copytree(llava_dir, tmp_path / "run")
+    (run / "training_info.json").write_text('{"template": "v1"}', encoding="utf-8")
+    args[args.index("--model") + 1] = str(run)
+    docs = mm_evaluate.plan_docs(mm_evaluate.parse_args(args))
+    assert all(doc["template"] == "v1" for doc in docs)
+    assert docs[0]["prompt"].startswith(SYS_V1) and docs[0]["prompt"].endswith(" ASSISTANT:")
+    assert docs[0]["prompt"].count("USER:") == 1 + mm_questions.VQA_DEMONSTRATIONS
+    assert mm_evaluate.benchmark_name(mm_evaluate.parse_args(args)) == (
+        "vqav2_clean_training_prompt"
+    )
+    (run / "training_info.json").write_text('{"template": "chat_template"}', encoding="utf-8")
+    assert mm_evaluate.main(args) == 2
+    assert "need a built-in template, not 'chat_template'" in one_error_line(capsys)
+    assert not out.exists()
 
 
 def test_constant_image_is_grey_of_the_same_size(shapes):

@@ -2,7 +2,8 @@
 """POPE or VQAv2 of a multimodal (LLaVA) model, as the study generated and scored them.
 
     python -m sbt.mm_evaluate --model LLAVA_DIR --task pope|vqav2 --questions FILE \\
-        --images DIR --mode study|clean [--image real|constant] --output RESULT_JSON
+        --images DIR --mode study|clean [--image real|constant] [--prompt study|training] \\
+        --output RESULT_JSON
 
 LLAVA_DIR is a directory written by sbt.mm_model.save_llava. Generation runs through
 lm-eval's `hf-multimodal` model on this package's tasks (src/sbt/lmeval_tasks_mm/): the
@@ -17,6 +18,9 @@ demonstrations, and sampled (top-k 50, temperature 0.2, at most 10 new tokens, s
   move with the seed) and the official scoring.
 - `--image constant`: every image replaced by one mid-grey image of its size, the control:
   the gap to `real` is what the image contributes.
+- `--prompt training`: the same turns in the template the run was trained with (read from
+  the model's training_info.json) instead of the study's v0, which its v1 and LLaMA-2
+  runs were never trained on.
 
 The result JSON has the shape of the text benchmarks' (sbt.lmeval_bench.result_document):
 `metrics` {"<benchmark>/accuracy", ...} as fractions (the benchmark name defaults to the
@@ -42,6 +46,7 @@ from sbt.common import (
     int_at_least,
     provenance,
     quiet_progress_bars,
+    read_json_file,
     use_offline_hub,
     write_json,
 )
@@ -53,12 +58,14 @@ from sbt.mm_questions import (
     read_pope,
     read_vqa,
 )
+from sbt.templates import Template, as_template
 
 TASK_DIR = Path(__file__).resolve().parent / "lmeval_tasks_mm"
 TASKS = {"pope": "sbt_pope", "vqav2": "sbt_vqav2"}
 POPE_METRICS = ("accuracy", "precision", "recall", "f1", "yes_ratio")
 MODES = ("study", "clean")
 IMAGE_SETTINGS = ("real", "constant")
+PROMPTS = ("study", "training")
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -162,6 +169,7 @@ def benchmark_name(args: argparse.Namespace) -> str:
         return args.benchmark
     suffixes = [args.mode] if args.mode != "study" else []
     suffixes += [args.image] if args.image != "real" else []
+    suffixes += ["training_prompt"] if args.prompt != "study" else []
     return "_".join([args.task, *suffixes])
 
 
@@ -215,6 +223,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images", required=True, type=Path, help="directory of the images")
     parser.add_argument("--mode", required=True, choices=MODES)
     parser.add_argument("--image", choices=IMAGE_SETTINGS, default="real")
+    parser.add_argument(
+        "--prompt",
+        choices=PROMPTS,
+        default="study",
+        help="study = conversation v0 as the study prompted; training = the run's own "
+        "training template (from its training_info.json)",
+    )
     parser.add_argument("--output", required=True, type=Path, help="result JSON to write")
     parser.add_argument(
         "--benchmark",
@@ -249,10 +264,28 @@ def plan_docs(args: argparse.Namespace) -> list[dict]:
         annotations = args.annotations or default_annotations(args.questions)
         docs = read_vqa(args.questions, annotations, args.images)
     docs = docs[: args.limit] if args.limit else docs
-    add_prompts(args.task, docs, args.seed)
+    template = prompt_template(args)
+    add_prompts(args.task, docs, args.seed, template)
     for doc in docs:
-        doc.update(mode=args.mode, image_setting=args.image)
+        doc.update(
+            mode=args.mode, image_setting=args.image, template=getattr(template, "name", "v0")
+        )
     return docs
+
+
+def prompt_template(args: argparse.Namespace) -> Template | None:
+    """--prompt training: the template named in the model's training_info.json."""
+    if args.prompt == "study":
+        return None
+    info_file = args.model / "training_info.json"
+    info = read_json_file(info_file) if info_file.is_file() else {}
+    name = info.get("template") if isinstance(info, dict) else None
+    if not isinstance(name, str):
+        raise input_error(info_file, "no training template recorded", field="template")
+    template = as_template(name)
+    if template.segments is None:  # chat_template renders with the run's tokenizer
+        raise input_error("--prompt", f"training prompts need a built-in template, not {name!r}")
+    return template
 
 
 def result_document(args, docs, results, samples, device: str, seconds: float) -> dict:
@@ -277,6 +310,8 @@ def result_document(args, docs, results, samples, device: str, seconds: float) -
             "task": args.task,
             "mode": args.mode,
             "image": args.image,
+            "prompt": args.prompt,
+            "template": docs[0]["template"],
             "decoding": "greedy" if args.mode == "clean" else "sample top_k=50 temperature=0.2",
             "max_new_tokens": MAX_NEW_TOKENS,
             "batch_size": args.batch_size,

@@ -4,7 +4,8 @@
 into documents (question, image path, answers), raising one InputError line naming the
 file, record and field (or the missing image) before any model loads; `add_prompts` gives
 each the prompt the study's llava/eval/mmoverall scripts built (conversation v0, the image
-first in the question's turn, VQAv2 with 3 text-only demonstrations).
+first in the question's turn, VQAv2 with 3 text-only demonstrations), or the same turns in
+the run's training template (`template_prompt`, the opt-in `prompt: training`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 from pathlib import Path
 
 from sbt.common import input_error, read_json_file
-from sbt.templates import SYS_V0
+from sbt.templates import SYS_V0, Template
 
 # evaluate.py --additional_shots 3: text-only (question, first answer) turns before VQAv2's.
 VQA_DEMONSTRATIONS = 3
@@ -67,6 +68,26 @@ def v0_prompt(question: str, demonstrations: list[tuple[str, str]] = ()) -> str:
     for role, message in messages:
         text += f"{role}: {message}{V0_SEP}"
     return text + "Assistant:"
+
+
+def template_prompt(
+    template: Template, question: str, demonstrations: list[tuple[str, str]] = ()
+) -> str:
+    """The same turns as `v0_prompt` in a training template, up to where the model answers.
+
+    The conversation is rendered with a placeholder answer to the question; the prompt is
+    the text before that answer's trained span (the role tag included, as in training), so
+    it is what the model saw before each answer it was trained on.
+    """
+    turns = []
+    for asked, answered in demonstrations:
+        turns += [{"from": "human", "value": asked}, {"from": "gpt", "value": answered}]
+    turns += [
+        {"from": "human", "value": IMAGE_PREFIX + question},
+        {"from": "gpt", "value": "answer"},
+    ]
+    rendered = template.render(turns)
+    return rendered.text[: rendered.trained_spans[-1][0]]
 
 
 # --------------------------------------------------------------------------- input files
@@ -187,8 +208,9 @@ def read_vqa(questions: Path, annotations: Path, images: Path) -> list[dict]:
     return docs
 
 
-def add_prompts(task: str, docs: list[dict], seed: int) -> None:
-    """The prompt of each document; VQAv2's 3 demonstrations drawn with `seed`.
+def add_prompts(task: str, docs: list[dict], seed: int, template: Template | None = None) -> None:
+    """The prompt of each document (the study's v0 prompt, or in `template`); VQAv2's 3
+    demonstrations drawn with `seed`.
 
     The study drew them for each question (random.sample) from a query set of 2048 other
     questions of the same file (its 5000 evaluated questions and that set drawn with
@@ -202,7 +224,10 @@ def add_prompts(task: str, docs: list[dict], seed: int) -> None:
             others = [other for position, other in enumerate(docs) if position != index]
             chosen = rng.sample(others, min(VQA_DEMONSTRATIONS, len(others)))
             demonstrations = [(o["question"], o["answers"][0].strip()) for o in chosen]
-        doc["prompt"] = v0_prompt(doc["question"], demonstrations)
+        if template is None:
+            doc["prompt"] = v0_prompt(doc["question"], demonstrations)
+        else:
+            doc["prompt"] = template_prompt(template, doc["question"], demonstrations)
 
 
 def default_annotations(questions: Path) -> Path:

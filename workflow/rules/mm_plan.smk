@@ -94,6 +94,7 @@ def mm_eval_args(wildcards):
     bench = config["mm_benchmarks"][wildcards.mm_benchmark]
     evaluation = config["evaluation"]
     args = ["--task", bench["task"], "--mode", bench["mode"], "--image", bench["image"]]
+    args += ["--prompt", bench["prompt"]]
     args += ["--benchmark", wildcards.mm_benchmark, "--seed", str(evaluation["seed"])]
     if isinstance(evaluation["batch_size"], int):
         args += ["--batch-size", str(evaluation["batch_size"])]

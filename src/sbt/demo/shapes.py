@@ -2,13 +2,14 @@
 """A seeded synthetic image collection for the multimodal arm, and a tiny CLIP vision tower.
 
 Images are small PNGs of one or two coloured shapes (circle, square, triangle; red, green,
-blue, yellow) on white, drawn with Pillow. From them, in the study's file formats:
+blue, yellow) on a plain background (white, black, purple, orange), drawn with Pillow. From them, in the study's file formats:
 
 - `pretrain_chat.json`: stage-1 captions in the schema of LLaVA's CC3M-595K `chat.json`
   (`id`/`image` like `GCC_train_000000000`, a brief-description request with `<image>` before
   or after it, the caption as the answer);
 - `instruct.json`: stage-2 question answering in the LLaVA instruction schema (`<image>\\n`
-  opening the first human turn, 1-3 rounds: colour, count, presence, description);
+  opening the first human turn, 1-3 rounds: background colour, shape colour, count and
+  presence, answered in one word as VQA answers are, and a description);
 - `pope.json` (JSON Lines, as POPE's `coco_pope_*.json`): "Is there a ... in the image?"
   with `label` yes/no, half each; `vqa_questions.json` / `vqa_annotations.json`: VQAv2's
   question and annotation files (ten answers per question, some annotators disagreeing).
@@ -35,6 +36,13 @@ COLORS = {
     "yellow": (230, 200, 40),
 }
 SHAPES = ("circle", "square", "triangle")
+# No grey: the control image (sbt.mm_evaluate --image constant) is mid-grey.
+BACKGROUNDS = {
+    "white": (255, 255, 255),
+    "black": (20, 20, 20),
+    "purple": (130, 50, 160),
+    "orange": (245, 140, 30),
+}
 NUMBER_WORDS = {1: "one", 2: "two"}
 # The kind of request CC3M-595K's chat.json pairs with a caption (LLaVA's brief prompts).
 BRIEF_PROMPTS = (
@@ -46,13 +54,16 @@ BRIEF_PROMPTS = (
 )
 DEFAULT_SEED = 7120
 IMAGE_SIZE = 56
+# (background colour, [(colour, shape), ...]): what one image shows.
+Scene = tuple[str, list[tuple[str, str]]]
 
 
-def draw(shapes: list[tuple[str, str]], size: int, rng: random.Random):
-    """A white square image with each (colour, shape) in its own part of the picture."""
+def draw(scene: Scene, size: int, rng: random.Random):
+    """A square image of the background colour, each (colour, shape) in its own part."""
     from PIL import Image, ImageDraw
 
-    image = Image.new("RGB", (size, size), (255, 255, 255))
+    background, shapes = scene
+    image = Image.new("RGB", (size, size), BACKGROUNDS[background])
     pen = ImageDraw.Draw(image)
     slot = size // len(shapes)
     for index, (color, shape) in enumerate(shapes):
@@ -70,42 +81,40 @@ def draw(shapes: list[tuple[str, str]], size: int, rng: random.Random):
     return image
 
 
-def caption(shapes: list[tuple[str, str]]) -> str:
-    parts = [f"a {color} {shape}" for color, shape in shapes]
-    text = " and ".join(parts)
-    return text[0].upper() + text[1:] + "."
+def caption(scene: Scene) -> str:
+    background, shapes = scene
+    text = " and ".join(f"a {color} {shape}" for color, shape in shapes)
+    return f"{text[0].upper()}{text[1:]} on a {background} background."
 
 
-def random_shapes(rng: random.Random) -> list[tuple[str, str]]:
+def random_scene(rng: random.Random) -> Scene:
     kinds = rng.sample(SHAPES, rng.choice((1, 2)))
-    return [(rng.choice(sorted(COLORS)), kind) for kind in kinds]
+    return rng.choice(sorted(BACKGROUNDS)), [(rng.choice(sorted(COLORS)), k) for k in kinds]
 
 
-def qa_rounds(shapes: list[tuple[str, str]], rng: random.Random) -> list[tuple[str, str]]:
+def word(text: str) -> str:
+    """A one-word answer as the instruction data gives it: "Green."."""
+    return f"{text.capitalize()}."
+
+
+def qa_rounds(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
     """Questions about one image and their answers (shuffled, 1-3 of them)."""
+    background, shapes = scene
     color, kind = rng.choice(shapes)
-    present = {k for _, k in shapes}
     asked = rng.choice(SHAPES)
-    count = len(shapes)
-    presence = (
-        f"Yes, there is a {dict((k, c) for c, k in shapes)[asked]} {asked}."
-        if asked in present
-        else f"No, there is no {asked}."
-    )
     rounds = [
-        (f"What color is the {kind}?", f"The {kind} is {color}."),
-        (
-            "How many shapes are there in the image?",
-            "There is one shape." if count == 1 else f"There are {NUMBER_WORDS[count]} shapes.",
-        ),
-        (f"Is there a {asked} in the image?", presence),
-        (
-            "Describe the image.",
-            f"The image shows {caption(shapes)[0].lower()}{caption(shapes)[1:]}",
-        ),
+        ("What color is the background?", word(background)),
+        (f"What color is the {kind}?", word(color)),
+        ("How many shapes are there in the image?", word(NUMBER_WORDS[len(shapes)])),
+        (f"Is there a {asked} in the image?", word("yes" if asked in kinds(scene) else "no")),
+        ("Describe the image.", f"The image shows {caption(scene)[0].lower()}{caption(scene)[1:]}"),
     ]
     rng.shuffle(rounds)
     return rounds[: rng.randint(1, 3)]
+
+
+def kinds(scene: Scene) -> set[str]:
+    return {kind for _, kind in scene[1]}
 
 
 def with_image_tag(text: str, rng: random.Random) -> str:
@@ -122,21 +131,26 @@ def vqa_answers(truth: str, others: list[str], rng: random.Random) -> list[str]:
     return answers
 
 
-def vqa_entry(shapes, question_id: int, image_id: int, rng: random.Random):
-    """One VQAv2 question and its annotation about an image."""
+def vqa_entry(scene: Scene, question_id: int, image_id: int, rng: random.Random):
+    """One VQAv2 question and its annotation about an image (half of them the background
+    colour, which even a random tower tells apart; then a shape's colour, count, presence)."""
+    background, shapes = scene
     color, kind = rng.choice(shapes)
-    choice = rng.randrange(3)
-    if choice == 0:
+    choice = rng.randrange(6)
+    if choice >= 3:
+        question, qtype, atype = "What color is the background?", "what color is the", "other"
+        truth, others = background, [c for c in BACKGROUNDS if c != background]
+    elif choice == 0:
         question, qtype, atype = f"What color is the {kind}?", "what color is the", "other"
         truth, others = color, [c for c in COLORS if c != color]
     elif choice == 1:
-        question, qtype, atype = "How many shapes are there?", "how many", "number"
+        question, qtype, atype = "How many shapes are there in the image?", "how many", "number"
         truth, others = str(len(shapes)), ["1", "2", "3"]
         others.remove(truth)
     else:
         asked = rng.choice(SHAPES)
-        question, qtype, atype = f"Is there a {asked}?", "is there a", "yes/no"
-        truth = "yes" if asked in {k for _, k in shapes} else "no"
+        question, qtype, atype = f"Is there a {asked} in the image?", "is there a", "yes/no"
+        truth = "yes" if asked in kinds(scene) else "no"
         others = ["no" if truth == "yes" else "yes"]
     answers = vqa_answers(truth, others, rng)
     annotation = {
@@ -169,15 +183,15 @@ def write_shapes_demo(
         images = tmp / "images"
         images.mkdir()
 
-        def new_image(name: str) -> list[tuple[str, str]]:
-            shapes = random_shapes(rng)
-            draw(shapes, image_size, rng).save(images / name, format="PNG")
-            return shapes
+        def new_image(name: str) -> Scene:
+            scene = random_scene(rng)
+            draw(scene, image_size, rng).save(images / name, format="PNG")
+            return scene
 
         chat = []
         for i in range(pretrain):
             name = f"GCC_train_{i:09d}"
-            shapes = new_image(f"{name}.png")
+            scene = new_image(f"{name}.png")
             request = with_image_tag(rng.choice(BRIEF_PROMPTS), rng)
             chat.append(
                 {
@@ -185,16 +199,16 @@ def write_shapes_demo(
                     "image": f"{name}.png",
                     "conversations": [
                         {"from": "human", "value": request},
-                        {"from": "gpt", "value": caption(shapes)},
+                        {"from": "gpt", "value": caption(scene)},
                     ],
                 }
             )
         records = []
         for i in range(instruct):
             name = f"{i:012d}"
-            shapes = new_image(f"{name}.png")
+            scene = new_image(f"{name}.png")
             turns = []
-            for position, (question, answer) in enumerate(qa_rounds(shapes, rng)):
+            for position, (question, answer) in enumerate(qa_rounds(scene, rng)):
                 value = with_image_tag(question, rng) if position == 0 else question
                 turns += [{"from": "human", "value": value}, {"from": "gpt", "value": answer}]
             records.append({"id": name, "image": f"{name}.png", "conversations": turns})
@@ -202,8 +216,8 @@ def write_shapes_demo(
         for i in range(evaluation):
             image_id = 900000 + i
             name = f"eval_{image_id:012d}.png"
-            shapes = new_image(name)
-            present = {k for _, k in shapes}
+            scene = new_image(name)
+            present = kinds(scene)
             # Alternate yes and no questions so that the labels are balanced.
             pool = sorted(present) if i % 2 == 0 else sorted(set(SHAPES) - present)
             asked = rng.choice(pool)
@@ -215,7 +229,7 @@ def write_shapes_demo(
                     "label": "yes" if asked in present else "no",
                 }
             )
-            question, annotation = vqa_entry(shapes, image_id * 10, image_id, rng)
+            question, annotation = vqa_entry(scene, image_id * 10, image_id, rng)
             questions.append(question)
             annotations.append(annotation)
         write_json(tmp / "pretrain_chat.json", chat)
