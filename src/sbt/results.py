@@ -41,7 +41,13 @@ TASK_FAMILY = {
     "mathqa": ("MathQA", ""),
     "squadv2": ("SQuAD2", ""),
 }
-FAMILY_ORDER = ("TruthfulQA", "ETHICS", "BoolQ", "MMLU", "GSM8K", "MathQA", "SQuAD2", "Other")
+# sbt.mm_evaluate's tasks: a family each, its benchmarks' names (task prefix dropped) the
+# column labels ("pope_random" -> "POPE random f1").
+MM_FAMILY = {"pope": "POPE", "vqav2": "VQAv2"}
+FAMILY_ORDER = (
+    "TruthfulQA", "ETHICS", "BoolQ", "MMLU", "GSM8K", "MathQA", "SQuAD2", *MM_FAMILY.values(),
+    "Other",
+)  # fmt: skip
 TASK_ORDER = tuple(TASK_FAMILY)
 # The metric a task's column shows without naming it (its accuracy).
 HEADLINE_METRIC = {
@@ -111,6 +117,7 @@ class RunResult:
     sources: dict[str, Path]  # "<task>/<metric>" -> file it came from
     stderrs: dict[str, float | None] = field(default_factory=dict)  # same keys, percentage
     chance: dict[str, float | None] = field(default_factory=dict)  # same keys, percentage
+    mm_tasks: dict[str, str] = field(default_factory=dict)  # mm benchmark -> "pope"|"vqav2"
 
     @property
     def row_key(self) -> tuple[str, str, str, str]:
@@ -208,6 +215,8 @@ def load_runs(paths: Sequence[str | Path]) -> list[RunResult]:
         data_files = (document.get("config") or {}).get("data_files") or {}
         fractions = document.get("task") in MM_TASKS
         for metric_key, value in metrics.items():
+            if fractions:
+                run.mm_tasks[metric_key.partition("/")[0]] = document["task"]
             score = None if value is None else _as_percent(metric_key, value, fractions)
             stderr = _stderr(document, metric_key)
             run.stderrs[metric_key] = (
@@ -248,10 +257,14 @@ def _metric_rank(metric: str) -> tuple[int, str]:
 def metric_columns(runs: Sequence[RunResult]) -> list[Column]:
     """One column per (task, metric) present in any run, in family/task/metric order."""
     present = {key for run in runs for key in run.scores}
+    mm_tasks = {name: task for run in runs for name, task in run.mm_tasks.items()}
     columns = []
     for key in present:
         task, _, metric = key.partition("/")
         family, short = TASK_FAMILY.get(task, ("Other", task))
+        if task in mm_tasks:
+            family = MM_FAMILY[mm_tasks[task]]
+            short = task.removeprefix(mm_tasks[task]).removeprefix("_")
         if short and metric == HEADLINE_METRIC.get(task):
             label = short
         else:
