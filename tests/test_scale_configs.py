@@ -224,3 +224,11 @@ def test_paper_config_plans_the_multimodal_arm(tmp_path):
         )
         if method == "mm_lora":
             assert hparams["lora"]["r"] == 64 and hparams["lora"]["alpha"] == 16
+    # POPE's three splits for every multimodal run, one GPU each, as the study ran them.
+    evaluations = [block.split("\n\n", 1)[0] for block in text.split("\nrule evaluate_mm:\n")[1:]]
+    assert len(evaluations) == len(stage2) * len(paper["mm_benchmarks"]) == 30
+    for block in evaluations:
+        resources = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"resources: (.*)", block)[1]))
+        assert resources["gpu"] == "1", block
+        command = re.search(r"^Shell command: (.*)$", block, re.M)[1]
+        assert "--task pope --mode study --image real --prompt study" in command, command
