@@ -124,20 +124,28 @@ def test_trainer_resolves_the_deepspeed_config(name, stage):
 # ---------------------------------------------------------------- the study's workflow
 
 
-def train_jobs(dry_run_text: str, rule: str = "train") -> dict[tuple[str, str], dict]:
-    """(backbone, method) -> {"resources": {...}, "command": str} from `snakemake -n -p`
-    (mm_pretrain, which has no method wildcard: method "mm_pretrain")."""
-    jobs = {}
+def rule_jobs(dry_run_text: str, rule: str) -> list[dict]:
+    """Each job of `rule` in `snakemake -n -p`: {"wildcards", "resources", "command"}."""
+    jobs = []
     for block in dry_run_text.split(f"\nrule {rule}:\n")[1:]:
         block = block.split("\n\n", 1)[0]
         wildcards = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"wildcards: (.*)", block)[1]))
         resources = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"resources: (.*)", block)[1]))
         command = re.search(r"^Shell command: (.*)$", block, re.M)[1]
-        jobs[wildcards["backbone"], wildcards.get("method", rule)] = {
-            "resources": resources,
-            "command": command,
-        }
+        jobs.append({"wildcards": wildcards, "resources": resources, "command": command})
     return jobs
+
+
+def train_jobs(dry_run_text: str, rule: str = "train") -> dict[tuple[str, str], dict]:
+    """(backbone, method) -> {"resources": {...}, "command": str} from `snakemake -n -p`
+    (mm_pretrain, which has no method wildcard: method "mm_pretrain")."""
+    return {
+        (job["wildcards"]["backbone"], job["wildcards"].get("method", rule)): {
+            "resources": job["resources"],
+            "command": job["command"],
+        }
+        for job in rule_jobs(dry_run_text, rule)
+    }
 
 
 @pytest.mark.workflow
@@ -225,10 +233,9 @@ def test_paper_config_plans_the_multimodal_arm(tmp_path):
         if method == "mm_lora":
             assert hparams["lora"]["r"] == 64 and hparams["lora"]["alpha"] == 16
     # POPE's three splits for every multimodal run, one GPU each, as the study ran them.
-    evaluations = [block.split("\n\n", 1)[0] for block in text.split("\nrule evaluate_mm:\n")[1:]]
+    evaluations = rule_jobs(text, "evaluate_mm")
     assert len(evaluations) == len(stage2) * len(paper["mm_benchmarks"]) == 30
-    for block in evaluations:
-        resources = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"resources: (.*)", block)[1]))
-        assert resources["gpu"] == "1", block
-        command = re.search(r"^Shell command: (.*)$", block, re.M)[1]
+    for job in evaluations:
+        assert job["resources"]["gpu"] == "1", job
+        command = job["command"]
         assert "--task pope --mode study --image real --prompt study" in command, command

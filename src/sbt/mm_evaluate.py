@@ -266,10 +266,9 @@ def plan_docs(args: argparse.Namespace) -> list[dict]:
     docs = docs[: args.limit] if args.limit else docs
     template = prompt_template(args)
     add_prompts(args.task, docs, args.seed, template)
+    template_name = template.name if template else "v0"
     for doc in docs:
-        doc.update(
-            mode=args.mode, image_setting=args.image, template=getattr(template, "name", "v0")
-        )
+        doc.update(mode=args.mode, image_setting=args.image, template=template_name)
     return docs
 
 

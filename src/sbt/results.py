@@ -214,9 +214,9 @@ def load_runs(paths: Sequence[str | Path]) -> list[RunResult]:
         run = runs.setdefault(key, RunResult(**description, scores={}, sources={}))
         data_files = (document.get("config") or {}).get("data_files") or {}
         fractions = document.get("task") in MM_TASKS
+        if fractions:
+            run.mm_tasks.update({key.partition("/")[0]: document["task"] for key in metrics})
         for metric_key, value in metrics.items():
-            if fractions:
-                run.mm_tasks[metric_key.partition("/")[0]] = document["task"]
             score = None if value is None else _as_percent(metric_key, value, fractions)
             stderr = _stderr(document, metric_key)
             run.stderrs[metric_key] = (

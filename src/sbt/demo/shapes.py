@@ -2,7 +2,8 @@
 """A seeded synthetic image collection for the multimodal arm, and a tiny CLIP vision tower.
 
 Images are small PNGs of one or two coloured shapes (circle, square, triangle; red, green,
-blue, yellow) on a plain background (white, black, purple, orange), drawn with Pillow. From them, in the study's file formats:
+blue, yellow) on a plain background (white, black, purple, orange), drawn with Pillow. From
+them, in the study's file formats:
 
 - `pretrain_chat.json`: stage-1 captions in the schema of LLaVA's CC3M-595K `chat.json`
   (`id`/`image` like `GCC_train_000000000`, a brief-description request with `<image>` before
@@ -102,12 +103,13 @@ def qa_rounds(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
     background, shapes = scene
     color, kind = rng.choice(shapes)
     asked = rng.choice(SHAPES)
+    description = caption(scene)
     rounds = [
         ("What color is the background?", word(background)),
         (f"What color is the {kind}?", word(color)),
         ("How many shapes are there in the image?", word(NUMBER_WORDS[len(shapes)])),
         (f"Is there a {asked} in the image?", word("yes" if asked in kinds(scene) else "no")),
-        ("Describe the image.", f"The image shows {caption(scene)[0].lower()}{caption(scene)[1:]}"),
+        ("Describe the image.", f"The image shows {description[0].lower()}{description[1:]}"),
     ]
     rng.shuffle(rounds)
     return rounds[: rng.randint(1, 3)]
