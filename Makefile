@@ -21,6 +21,8 @@ $(STAMP): requirements.txt requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt -c requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --editable .
+	@command -v java >/dev/null || echo "warning: no java on PATH; the caption benchmarks" \
+		"(pycocoevalcap's tokenizer and METEOR) need a Java runtime"
 	touch $@
 
 demo: setup

@@ -295,9 +295,15 @@ def test_mm_evaluate_scores_are_percentages_and_squad_f1_stays_as_it_is(tmp_path
     document = {"benchmark": "pope_shapes", "task": "pope", "run": mm, "metrics": pope}
     (folder / "pope_shapes.json").parent.mkdir(parents=True)
     (folder / "pope_shapes.json").write_text(json.dumps(document))
+    captions = {"caption_coco/cider": 1.0525, "caption_coco/bleu_4": 0.31}
+    document = {"benchmark": "caption_coco", "task": "caption", "run": mm, "metrics": captions}
+    (folder / "caption_coco.json").write_text(json.dumps(document))
     write_result(folder, "squadv2", mm, {"squadv2/f1": 41.25})
-    tables, _ = produce([root], tmp_path)
+    tables, plots = produce([root], tmp_path)
     (row,) = read_csv(tables / "summary.csv")
     # The POPE family (the document's task), the benchmark's name without the task prefix.
     assert row["POPE shapes f1"] == "69.2" and row["POPE shapes yes_ratio"] == "80.0"
+    # Captions: pycocoevalcap's scale times 100, as COCO reports CIDEr (above 100 here).
+    assert row["Captions coco cider"] == "105.3" and row["Captions coco bleu_4"] == "31.0"
+    assert (plots / "captions.png").is_file()
     assert [row[key] for key in row if key.startswith("SQuAD2")] == ["41.3"]

@@ -123,6 +123,13 @@ def test_paper_dry_run_prints_the_disk_estimate_and_keeps_remote_code_off(workdi
         " (evaluation.group: run; group: benchmark: 468 jobs, 468 loads); about "
     ), estimate
     assert re.search(r"about \d+ GPU-hours for \d+M prompt tokens", estimate), estimate
+    # 10 multimodal runs x (3 POPE splits + VQAv2), each its own job and model load
+    mm_estimate = re.search(r"Multimodal evaluation estimate: .*", text)[0]
+    assert re.fullmatch(
+        r"Multimodal evaluation estimate: 40 evaluate_mm jobs, 40 model loads;"
+        r" about \d+ GPU-hours \(docs/evaluation.md\)\.",
+        mm_estimate,
+    ), mm_estimate
     assert "--trust-remote-code" not in text
     assert '"trust_remote_code": false' in text
 
@@ -152,7 +159,15 @@ SHAPES = {"questions": "results/demo/shapes/pope.json", "images": "results/demo/
         ),
         (
             {"mm_benchmarks": {"pope": {"task": "gqa", **SHAPES}}},
-            "mm_benchmarks.pope.task: unknown task 'gqa'; valid: pope, vqav2",
+            "mm_benchmarks.pope.task: unknown task 'gqa'; valid: pope, vqav2, caption",
+        ),
+        (
+            {"mm_benchmarks": {"coco": {"task": "caption", **SHAPES}}},
+            "mm_benchmarks.coco.demonstrations: needed by task caption, and only there",
+        ),
+        (
+            {"mm_benchmarks": {"pope": {"task": "pope", "samples": 5000, **SHAPES}}},
+            "mm_benchmarks.pope.samples: only task vqav2 draws samples",
         ),
     ],
     ids=[
@@ -161,6 +176,8 @@ SHAPES = {"questions": "results/demo/shapes/pope.json", "images": "results/demo/
         "missing-projector",
         "mm-benchmark-name-taken",
         "unknown-mm-task",
+        "caption-without-demonstrations",
+        "samples-not-vqav2",
     ],
 )
 def test_bad_multimodal_config_stops_before_any_job(workdir, overrides, expected):

@@ -234,12 +234,20 @@ def test_missing_field(tmp_path, shapes, llava_dir, capsys):
     assert not out.exists()
 
 
-def test_unknown_task(tmp_path, shapes, llava_dir, capsys):
+@pytest.mark.parametrize(
+    ("task", "extra", "expected"),
+    [
+        ("gqa", [], "unknown task 'gqa'"),
+        ("caption", [], "--demonstrations: needed with --task caption"),
+        ("pope", ["--samples", "3"], "--samples: only --task vqav2"),
+    ],
+)
+def test_bad_task_arguments(tmp_path, shapes, llava_dir, capsys, task, extra, expected):
     out = tmp_path / "out.json"
-    args = pope_args(shapes, llava_dir, out, "--mode", "study")
-    args[args.index("--task") + 1] = "gqa"
+    args = pope_args(shapes, llava_dir, out, "--mode", "study", *extra)
+    args[args.index("--task") + 1] = task
     assert mm_evaluate.main(args) == 2
-    assert "unknown task 'gqa'" in one_error_line(capsys)
+    assert expected in one_error_line(capsys)
     assert not out.exists()
 
 
@@ -267,3 +275,105 @@ def test_image_content_reaches_the_model(tmp_path, shapes, llava_dir):
         assert set(images) == {"pixel_values"}
         last_logits[setting] = lm._model_multimodal_call(encoding["input_ids"], images)[0, -1]
     assert not torch.equal(last_logits["real"], last_logits["constant"])
+
+
+# ---- The study's draws, against its own loop ------------------------------------------
+# Written as llava/eval/mmoverall/evaluate.py does it: setup_seed's global generators,
+# get_random_indices, prepare_eval_samples_and_dataset, sample_batch_demos_from_query_set
+# and get_prompt, with batch size 1.
+
+
+def study_vqa_loop(dataset, num_samples, query_set_size, seed):
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    np.random.seed(seed)  # get_random_indices
+    indices = np.random.choice(len(dataset), num_samples + query_set_size, replace=False)
+    in_context = [dataset[i] for i in indices[:query_set_size]]
+    evaluated = [dataset[i] for i in indices[query_set_size:]]
+    demos = [random.sample(in_context, 3) for _ in evaluated]
+    return evaluated, demos
+
+
+def study_caption_loop(test, demo_dataset, query_set_size, seed):
+    import random
+
+    import numpy as np
+
+    random.seed(seed)  # the study left it unseeded here; this project seeds it
+    np.random.seed(seed)
+    indices = np.random.choice(len(demo_dataset), query_set_size, replace=False)
+    in_context = [demo_dataset[i] for i in indices]
+    demos = []
+    for sample in test:
+        chosen = random.sample(in_context, 3)
+        demos.append([np.random.choice(s["captions"]).strip() for s in chosen])
+        np.random.choice(sample["captions"])  # get_prompt(batch[i], train=False)
+    return demos
+
+
+def test_vqa_study_draw_is_the_studys(tmp_path):
+    docs = [
+        {"question_id": i, "question": f"Question {i}?", "answers": [f"a{i}", "x"], "image": ""}
+        for i in range(3000)
+    ]
+    evaluated, pool = mm_questions.study_vqa_draw(docs, 500, 42, tmp_path / "q.json")
+    assert len(pool) == mm_questions.VQA_QUERY_SET == 2048 and len(evaluated) == 500
+    mm_questions.add_prompts("vqav2", evaluated, 42, pool=pool)
+    want_docs, want_demos = study_vqa_loop(docs, 500, 2048, 42)
+    assert [d["question_id"] for d in evaluated] == [d["question_id"] for d in want_docs]
+    for doc, demos in zip(evaluated, want_demos, strict=True):
+        assert doc["prompt"] == mm_questions.v0_prompt(
+            doc["question"], [(d["question"], d["answers"][0]) for d in demos]
+        )
+    with pytest.raises(Exception, match="needs 7048"):
+        mm_questions.study_vqa_draw(docs, 5000, 42, tmp_path / "q.json")
+
+
+def test_caption_demonstrations_are_the_studys():
+    pool = [{"question_id": f"p{i}", "captions": [f"cap {i} a ", f"cap {i} b"]} for i in range(60)]
+    test = [{"question_id": f"t{i}", "captions": ["x", "y", "z"]} for i in range(8)]
+    mm_questions.add_prompts("caption", test, 42, pool=pool)
+    # The pool has fewer than the study's 5000: all of it, in drawn order.
+    for doc, demos in zip(test, study_caption_loop(test, pool, 60, 42), strict=True):
+        want = [(mm_questions.CAPTION_REQUEST, caption) for caption in demos]
+        assert doc["prompt"] == mm_questions.v0_prompt(mm_questions.CAPTION_REQUEST, want)
+
+
+def test_caption_clean_mode(tmp_path, shapes, llava_dir):
+    out, log = tmp_path / "caption.json", tmp_path / "caption.jsonl"
+    args = [
+        "--model", str(llava_dir), "--task", "caption",
+        "--questions", str(shapes / "caption_test.json"),
+        "--demonstrations", str(shapes / "caption_train.json"),
+        "--images", str(shapes / "images"), "--output", str(out), "--device", "cpu",
+        "--mode", "clean", "--log-samples", str(log),
+    ]  # fmt: skip
+    assert mm_evaluate.main(args) == 0
+    document = json.loads(out.read_text(encoding="utf-8"))
+    assert document["benchmark"] == "caption_clean" and document["num_fewshot"] == 3
+    metrics = document["metrics"]
+    assert set(metrics) == {f"caption_clean/{m}" for m in ("bleu_4", "meteor", "rouge_l", "cider")}
+    samples = read_lines(log)
+    assert len(samples) == QUESTIONS and all(len(s["captions"]) == 3 for s in samples)
+    # Three text demonstrations, then the image with the same request.
+    assert samples[0]["prompt"].count("###Human: " + mm_questions.CAPTION_REQUEST) == 3
+    assert samples[0]["prompt"].endswith(f"<im_end>\n{mm_questions.CAPTION_REQUEST}###Assistant:")
+    expected = mm_metrics.caption_scores(
+        [s["generation"] for s in samples], [s["captions"] for s in samples], "clean"
+    )
+    for name in ("bleu_4", "meteor", "rouge_l", "cider"):
+        assert metrics[f"caption_clean/{name}"] == pytest.approx(expected[name] / 100)
+
+
+def test_study_draw_larger_than_the_file(tmp_path, shapes, llava_dir, capsys):
+    out = tmp_path / "out.json"
+    assert (
+        mm_evaluate.main(vqa_args(shapes, llava_dir, out, "--mode", "study", "--samples", "5")) == 2
+    )
+    line = one_error_line(capsys)
+    assert f"{QUESTIONS} questions: the study's draw of 5 plus a pool of 2048" in line
+    assert not out.exists()

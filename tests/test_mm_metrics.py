@@ -117,3 +117,45 @@ def test_bad_mode_and_sizes():
         mm_metrics.vqa_score(["a"], [["a"]], "official")
     with pytest.raises(ValueError, match="one generation per label"):
         mm_metrics.pope_scores(["yes"], [], "study")
+
+
+# ---- Captions (pycocoevalcap: Java's PTB tokenizer and METEOR run for real) -------------
+CAPTION_REFS = [["A red circle on a white background."], ["Two blue squares, side by side!"]]
+
+
+def test_caption_exact_match_scores_the_maximum():
+    """A prediction equal to its one reference: BLEU-4, ROUGE-L 100; CIDEr-D 10 (1000 in
+    the study's percent), since every n-gram is unique to its image (idf log 2 > 0) and
+    the tf-idf vectors are equal, their cosine 1 at each n, times 10."""
+    scores = mm_metrics.caption_scores(
+        ["a red circle on a white background", "two blue squares side by side"], CAPTION_REFS
+    )
+    assert set(scores) == set(mm_metrics.CAPTION_METRICS)
+    assert scores["bleu_4"] == pytest.approx(100, abs=1e-4)
+    assert scores["rouge_l"] == pytest.approx(100)
+    assert scores["cider"] == pytest.approx(1000)
+    assert scores["meteor"] > 90
+
+
+def test_caption_bleu_by_hand_and_the_studys_quirks():
+    """BLEU-1 of "a red circle" against the 7-word reference: every word matches, brevity
+    penalty exp(1 - 7/3); the PTB tokenizer lower-cases and drops punctuation."""
+    refs = [CAPTION_REFS[0]]
+    short = mm_metrics.caption_scores(['A "Red" circle.'], refs, "clean")
+    assert short["bleu_1"] == pytest.approx(100 * math.exp(1 - 7 / 3), rel=1e-6)
+    # study: the raw continuation, "###" and what follows scored as words: 3 of 5 match
+    # (the PTB tokenizer splits "###" into one token "###"; "Human" is the fifth).
+    study = mm_metrics.caption_scores(["A red circle###Human"], refs, "study")
+    assert study["bleu_1"] == pytest.approx(100 * 3 / 5 * math.exp(1 - 7 / 5), rel=1e-6)
+    # clean: cut at the stop string, so the same as the short caption.
+    clean = mm_metrics.caption_scores(["A red circle###Human"], refs, "clean")
+    assert clean["bleu_1"] == pytest.approx(short["bleu_1"])
+    # study drops every '"' (evaluate.py), which the tokenizer would drop anyway.
+    assert mm_metrics.study_caption('say "cheese"') == "say cheese"
+
+
+def test_caption_scoring_refuses_bad_input():
+    with pytest.raises(ValueError, match="one generation per image"):
+        mm_metrics.caption_scores(["a"], CAPTION_REFS)
+    with pytest.raises(ValueError, match="at least one reference"):
+        mm_metrics.caption_scores(["a"], [[]])

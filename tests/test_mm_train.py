@@ -146,3 +146,24 @@ def test_prefetch_unzips_an_archive_into_its_folder(tmp_path):
         "000000000009.jpg",
         "000000000025.jpg",
     ]
+
+
+def test_prefetch_takes_one_member_out_of_a_zip(tmp_path, capsys):
+    """prefetch_mm with `member`: VQAv2's zips hold one JSON file each."""
+    import zipfile
+
+    from sbt import prefetch
+
+    archive = tmp_path / "v2_Questions_Val_mscoco.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("v2_OpenEnded_mscoco_val2014_questions.json", '{"questions": []}')
+    output = tmp_path / "vqav2/questions.json"
+    url = archive.as_uri()
+    member = "v2_OpenEnded_mscoco_val2014_questions.json"
+    assert prefetch.main(["--url", url, "--output", str(output), "--member", member]) == 0
+    assert output.read_text() == '{"questions": []}'
+    assert [p.name for p in output.parent.iterdir()] == ["questions.json"]  # nothing left over
+    missing = tmp_path / "missing.json"
+    assert prefetch.main(["--url", url, "--output", str(missing), "--member", "nope.json"]) == 2
+    assert "no member 'nope.json'" in capsys.readouterr().err
+    assert not missing.exists()

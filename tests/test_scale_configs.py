@@ -232,10 +232,18 @@ def test_paper_config_plans_the_multimodal_arm(tmp_path):
         )
         if method == "mm_lora":
             assert hparams["lora"]["r"] == 64 and hparams["lora"]["alpha"] == 16
-    # POPE's three splits for every multimodal run, one GPU each, as the study ran them.
+    # POPE's three splits and VQAv2 for every multimodal run, one GPU each, as the study
+    # ran them: VQAv2 its draw of 5000 questions from the val2014 files.
     evaluations = rule_jobs(text, "evaluate_mm")
-    assert len(evaluations) == len(stage2) * len(paper["mm_benchmarks"]) == 30
+    assert len(evaluations) == len(stage2) * len(paper["mm_benchmarks"]) == 40
+    tasks = []
     for job in evaluations:
         assert job["resources"]["gpu"] == "1", job
         command = job["command"]
-        assert "--task pope --mode study --image real --prompt study" in command, command
+        task = command.split("--task ")[1].split()[0]
+        tasks.append(task)
+        assert f"--task {task} --mode study --image real --prompt study" in command, command
+        if task == "vqav2":
+            assert "--samples 5000" in command and "--seed 42" in command, command
+            assert "--annotations resources/vqav2/v2_mscoco_val2014_annotations.json" in command
+    assert tasks.count("pope") == 30 and tasks.count("vqav2") == 10

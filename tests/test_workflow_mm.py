@@ -3,8 +3,8 @@ tiny tower, stage 1, stage 2) to the summary table, in a temporary copy of the r
 
 The text benchmark reads the run's extracted language model (sbt.runs.resolve_run); the mm
 benchmarks (POPE and VQAv2 on the shapes demo, sbt.mm_evaluate) read the LLaVA checkpoint.
-The demo's VQAv2 with the real images must beat the same questions with one grey image:
-the trained model's answers depend on what the image shows.
+The demo's VQAv2 and captions with the real images must beat the same questions with one
+grey image: the trained model's answers depend on what the image shows.
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 BACKBONE = "tiny-vicuna"
 MM_BENCHMARK = "pope_shapes"
 VQA_REAL, VQA_CONSTANT = "vqav2_shapes", "vqav2_shapes_constant"
-# Measured with the demo config: 0.56 real vs 0.34 constant (40 questions, tiny-vicuna).
+CAPTION_REAL, CAPTION_CONSTANT = "caption_shapes", "caption_shapes_constant"
+# Measured with the demo config (40 images, tiny-vicuna): VQAv2 accuracy 0.87 real vs 0.43
+# constant; CIDEr 3.20 vs 1.06 (pycocoevalcap's scale, as the result files hold it).
 MIN_IMAGE_GAP = 0.1
+MIN_CIDER_GAP = 1.0
 
 
 def mm_only_config() -> dict:
@@ -37,6 +40,8 @@ def mm_only_config() -> dict:
         MM_BENCHMARK: {**benchmarks[MM_BENCHMARK], "limit": 8},
         VQA_REAL: benchmarks[VQA_REAL],
         VQA_CONSTANT: benchmarks[VQA_CONSTANT],
+        CAPTION_REAL: benchmarks[CAPTION_REAL],
+        CAPTION_CONSTANT: benchmarks[CAPTION_CONSTANT],
     }
     return config
 
@@ -56,7 +61,7 @@ def test_mm_run_plans_both_stages_and_reaches_the_summary(mm_run):
     workdir, jobs, rows = mm_run
     for rule in ("shapes_demo", "build_tiny_tower", "mm_pretrain", "mm_finetune"):
         assert jobs[rule] == 1, jobs
-    assert jobs["evaluate_mm"] == 3
+    assert jobs["evaluate_mm"] == 5
     assert {(r["backbone"], r["data"], r["method"]) for r in rows} == {
         (BACKBONE, "-", "base"),  # the table shows no data variant as "-"
         (BACKBONE, "shapes", "mm_full"),
@@ -79,12 +84,24 @@ def test_mm_benchmark_column_only_for_mm_runs(mm_run):
     assert not any(by_method["base"][key] for key in columns)  # not evaluated: empty
 
 
-def test_real_images_beat_a_constant_image_on_the_demo_vqa(mm_run):
-    workdir, _, _ = mm_run
+def demo_scores(workdir, names, metric) -> dict[str, float]:
+    """One metric of the mm_full run's result files, by benchmark name."""
     folder = workdir / f"results/eval/{BACKBONE}/shapes/mm_full"
-    accuracy = {
-        name: json.loads((folder / f"{name}.json").read_text())["metrics"][f"{name}/accuracy"]
-        for name in (VQA_REAL, VQA_CONSTANT)
+    return {
+        name: json.loads((folder / f"{name}.json").read_text())["metrics"][f"{name}/{metric}"]
+        for name in names
     }
+
+
+def test_real_images_beat_a_constant_image_on_the_demo_vqa(mm_run):
+    accuracy = demo_scores(mm_run[0], (VQA_REAL, VQA_CONSTANT), "accuracy")
     print(f"demo VQAv2 accuracy: {accuracy}")
     assert accuracy[VQA_REAL] - accuracy[VQA_CONSTANT] >= MIN_IMAGE_GAP, accuracy
+
+
+def test_real_images_beat_a_constant_image_on_the_demo_captions(mm_run):
+    cider = demo_scores(mm_run[0], (CAPTION_REAL, CAPTION_CONSTANT), "cider")
+    print(f"demo caption CIDEr: {cider}")
+    assert cider[CAPTION_REAL] - cider[CAPTION_CONSTANT] >= MIN_CIDER_GAP, cider
+    mm_row = next(r for r in mm_run[2] if r["method"] == "mm_full")
+    assert mm_row["Captions shapes cider"] and mm_row["Captions shapes_constant cider"], mm_row

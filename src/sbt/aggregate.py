@@ -4,7 +4,7 @@
 One row per run, grouped by backbone: the base model, then full fine-tuning, LoRA, the
 multimodal runs and released (external) checkpoints. Columns are grouped by benchmark
 family: TruthfulQA (mc1, mc2, generation metrics), ETHICS (five subsets and their mean),
-then BoolQ, MMLU, GSM8K, MathQA, SQuAD2, the multimodal runs' POPE and VQAv2 and anything
+then BoolQ, MMLU, GSM8K, MathQA, SQuAD2, the multimodal runs' POPE, VQAv2 and Captions and anything
 else present, plus the difference to the backbone's base model
 for TruthfulQA mc2 (mc1 when mc2 is absent) and the ETHICS mean. Scores are percentages
 with one decimal, as in the paper; missing results are left blank. Where lm-eval reported
@@ -39,11 +39,12 @@ MARKDOWN_HEADER = """\
 
 One row per run, grouped by backbone (base model, full fine-tuning, LoRA, multimodal
 runs with images, released checkpoints). Scores are percentages with one decimal (lm-eval
-accuracies x 100; BLEU, ROUGE and SQuAD2 scores on their own 0-100 scale). Columns are
+accuracies x 100; BLEU, ROUGE and SQuAD2 scores on their own 0-100 scale; caption scores
+x 100 as COCO reports them, so CIDEr may pass 100). Columns are
 "<family> <metric>": TruthfulQA mc1/mc2 are the multiple-choice scores; ETHICS mean is the
-mean of the five ETHICS subsets (shown only when all five were evaluated); POPE and VQAv2
-(multimodal runs only) are named by benchmark ("VQAv2 shapes_constant": the same
-questions with one grey image); "vs base" is the difference, in
+mean of the five ETHICS subsets (shown only when all five were evaluated); POPE, VQAv2
+and Captions (multimodal runs only) are named by benchmark ("VQAv2 shapes_constant": the
+same questions with one grey image); "vs base" is the difference, in
 points, to the same backbone's base model. "± x" is lm-eval's standard error, in points (a
 difference's combines both runs'); † marks a difference smaller than twice its standard
 error, which these samples cannot tell apart from no difference. A blank cell means not

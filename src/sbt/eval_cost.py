@@ -12,7 +12,9 @@ The numbers come from two small tables, both documented in docs/evaluation.md:
   this cluster: scale it with one measured job (its benchmarks/ TSV).
 
 GPU-seconds of a run = sum over its benchmarks of prompt tokens / prompt rate + generated
-tokens / generation rate, plus LOAD_S(size) per model load.
+tokens / generation rate, plus LOAD_S(size) per model load. The multimodal benchmarks
+(MM_TASK_COST) get a line of their own: one job and one load per run and benchmark, in
+float32 as sbt.mm_evaluate runs them.
 """
 
 from __future__ import annotations
@@ -47,6 +49,15 @@ TASK_COST: dict[str, TaskCost] = {
     "squadv2": TaskCost(11873, 2, 200, 10),
 }
 UNKNOWN_TASK = TaskCost(1000, 2, 200)
+# sbt.mm_evaluate's tasks: the conversation v0 system prompt and example exchange (about
+# 300 tokens), the 256 image tokens of a 224-px CLIP ViT-L/14 image, the question, and for
+# VQAv2 and captions 3 text demonstrations; 10 generated tokens. Documents: a POPE split's
+# 3000 questions, the study's 5000 VQAv2 questions, 5000 COCO test captions.
+MM_TASK_COST: dict[str, TaskCost] = {
+    "pope": TaskCost(3000, 1, 580, 10),
+    "vqav2": TaskCost(5000, 1, 640, 10),
+    "caption": TaskCost(5000, 1, 660, 10),
+}
 
 # size_b upper bound -> (prompt tokens/s, generated tokens/s); bf16, batch 8, one GPU.
 THROUGHPUT: tuple[tuple[float, float, float], ...] = (
@@ -93,7 +104,7 @@ def tokens(bench: BenchmarkCost) -> tuple[float, float, list[str]]:
     prompt = generated = 0.0
     unknown = []
     for task in bench.tasks:
-        cost = TASK_COST.get(task)
+        cost = TASK_COST.get(task) or MM_TASK_COST.get(task)
         if cost is None:
             unknown.append(task)
             cost = UNKNOWN_TASK
@@ -140,4 +151,19 @@ def summary(runs: Iterable[RunCost], *, group: str, loads_per_run: int) -> str:
     if unknown:
         text += f"; tasks without a cost entry, counted as {UNKNOWN_TASK.docs} documents:"
         text += f" {', '.join(unknown)}"
+    return text + "."
+
+
+def mm_summary(runs: Iterable[RunCost]) -> str:
+    """The dry-run line of the multimodal benchmarks (evaluate_mm: one job per run and
+    benchmark, each loading the model once)."""
+    runs = list(runs)
+    jobs = sum(len(run.benchmarks) for run in runs)
+    text = f"Multimodal evaluation estimate: {jobs} evaluate_mm jobs, {jobs} model loads"
+    gpu_runs = [run for run in runs if run.gpus > 0]
+    if gpu_runs:
+        hours = sum(gpu_seconds(run) for run in gpu_runs) / 3600
+        text += f"; about {hours:.0f} GPU-hours (docs/evaluation.md)"
+    else:
+        text += "; CPU only (no GPU-hours)"
     return text + "."

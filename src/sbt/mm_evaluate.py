@@ -1,17 +1,27 @@
 #!/usr/bin/env python
-"""POPE or VQAv2 of a multimodal (LLaVA) model, as the study generated and scored them.
+"""POPE, VQAv2 or captions of a multimodal (LLaVA) model, as the study generated and scored
+them.
 
-    python -m sbt.mm_evaluate --model LLAVA_DIR --task pope|vqav2 --questions FILE \\
+    python -m sbt.mm_evaluate --model LLAVA_DIR --task pope|vqav2|caption --questions FILE \\
         --images DIR --mode study|clean [--image real|constant] [--prompt study|training] \\
-        --output RESULT_JSON
+        [--samples N] [--demonstrations FILE] --output RESULT_JSON
 
 LLAVA_DIR is a directory written by sbt.mm_model.save_llava. Generation runs through
 lm-eval's `hf-multimodal` model on this package's tasks (src/sbt/lmeval_tasks_mm/): the
 question file is checked and turned into prepared documents (the study's prompt, the image
 path), bound to the task YAML as its local data file. The study (llava/eval/mmoverall/,
-eval_scripts/eval_pope.sh, eval_vqav2.sh) used conversation `v0` with the image as
-`<im_start><image><im_end>\\n` before the question, POPE zero-shot, VQAv2 with 3 text-only
-demonstrations, and sampled (top-k 50, temperature 0.2, at most 10 new tokens, seed 42).
+eval_scripts/eval_pope.sh, eval_vqav2.sh, eval_mscoco.sh, eval_flickr30.sh) used
+conversation `v0` with the image as `<im_start><image><im_end>\\n` before the question, POPE
+zero-shot, VQAv2 and captions with 3 text-only demonstrations, and sampled (top-k 50,
+temperature 0.2, at most 10 new tokens, seed 42).
+
+- VQAv2 `--samples N`: the study's subset, N questions and a pool of 2048 for the
+  demonstrations drawn together with np.random.choice (it evaluated 5000); without it every
+  question of the file, its demonstrations drawn from the others.
+- Captions: `--questions` is the study's caption file (a list of {"image_name",
+  "captions"}; mscoco_test.json, flickr30k_test.json), `--demonstrations` the file whose
+  captions the demonstrations come from (its mscoco_train.json, flickr30k_train.json).
+  Scoring needs a Java runtime (pycocoevalcap's PTB tokenizer and METEOR).
 
 - `--mode study`: that sampling, and sbt.mm_metrics' study scoring (the study's scripts'
   quirks). `--mode clean`: greedy decoding (deterministic, so a small set's score does not
@@ -50,19 +60,22 @@ from sbt.common import (
     use_offline_hub,
     write_json,
 )
+from sbt.lmeval_tasks_mm.utils import CAPTION_METRICS, POPE_METRICS
+from sbt.mm_metrics import require_java
 from sbt.mm_questions import (
     MAX_NEW_TOKENS,
     VQA_DEMONSTRATIONS,
     add_prompts,
     default_annotations,
+    read_captions,
     read_pope,
     read_vqa,
+    study_vqa_draw,
 )
 from sbt.templates import Template, as_template
 
 TASK_DIR = Path(__file__).resolve().parent / "lmeval_tasks_mm"
-TASKS = {"pope": "sbt_pope", "vqav2": "sbt_vqav2"}
-POPE_METRICS = ("accuracy", "precision", "recall", "f1", "yes_ratio")
+TASKS = {"pope": "sbt_pope", "vqav2": "sbt_vqav2", "caption": "sbt_caption"}
 MODES = ("study", "clean")
 IMAGE_SETTINGS = ("real", "constant")
 PROMPTS = ("study", "training")
@@ -174,7 +187,7 @@ def benchmark_name(args: argparse.Namespace) -> str:
 
 
 def task_metrics(task: str, benchmark: str, task_result: dict) -> dict[str, float | None]:
-    names = POPE_METRICS if task == "pope" else ("accuracy",)
+    names = {"pope": POPE_METRICS, "caption": CAPTION_METRICS}.get(task, ("accuracy",))
     return {f"{benchmark}/{name}": finite(task_result.get(f"{name},none")) for name in names}
 
 
@@ -196,7 +209,8 @@ def sample_records(samples: list, docs: list[dict]) -> list[dict]:
                 "prompt": doc["prompt"],
                 "raw_generation": raw,
                 "generation": generated(raw),
-                **({"label": doc["target"]} if "target" in doc else {"answers": doc["answers"]}),
+                **({"label": doc["target"]} if "target" in doc else {}),
+                **{key: doc[key] for key in ("answers", "captions") if key in doc},
             }
         )
     return records
@@ -212,13 +226,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="directory of save_llava")
     # Any string: an unknown task is one InputError line (the @cli pattern), not a usage page.
-    parser.add_argument("--task", required=True, help="pope or vqav2")
-    parser.add_argument("--questions", required=True, type=Path, help="POPE or VQAv2 questions")
+    parser.add_argument("--task", required=True, help="pope, vqav2 or caption")
+    parser.add_argument(
+        "--questions", required=True, type=Path, help="POPE or VQAv2 questions, or captions"
+    )
     parser.add_argument(
         "--annotations",
         type=Path,
         help="vqav2: the annotation file (default: the question file's name with "
         "'questions' replaced by 'annotations')",
+    )
+    parser.add_argument(
+        "--demonstrations",
+        type=Path,
+        help="caption: the caption file the demonstrations come from (the study's train split)",
+    )
+    parser.add_argument(
+        "--samples",
+        type=int_at_least(1),
+        help="vqav2: N questions drawn as the study drew its 5000 (with a pool of 2048 for "
+        "the demonstrations); default: every question",
     )
     parser.add_argument("--images", required=True, type=Path, help="directory of the images")
     parser.add_argument("--mode", required=True, choices=MODES)
@@ -253,19 +280,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def plan_docs(args: argparse.Namespace) -> list[dict]:
     """The checked, prompted documents; every input error is raised here."""
     if args.task not in TASKS:
-        raise input_error("--task", f"unknown task {args.task!r}; expected one of pope, vqav2")
+        expected = ", ".join(TASKS)
+        raise input_error("--task", f"unknown task {args.task!r}; expected one of {expected}")
+    if (args.task == "caption") != (args.demonstrations is not None):
+        raise input_error("--demonstrations", "needed with --task caption, and only with it")
+    if args.samples and args.task != "vqav2":
+        raise input_error("--samples", "only --task vqav2 draws the study's subset")
     if not (args.model / "config.json").is_file():
         raise input_error(args.model, "no config.json: not a directory written by save_llava")
     if not args.images.is_dir():
         raise input_error(args.images, "image directory not found")
+    pool = None
     if args.task == "pope":
         docs = read_pope(args.questions, args.images)
+    elif args.task == "caption":
+        require_java()  # before any GPU time: the scores need it
+        docs = read_captions(args.questions, args.images)
+        pool = read_captions(args.demonstrations)
     else:
         annotations = args.annotations or default_annotations(args.questions)
         docs = read_vqa(args.questions, annotations, args.images)
+        if args.samples:
+            docs, pool = study_vqa_draw(docs, args.samples, args.seed, args.questions)
     docs = docs[: args.limit] if args.limit else docs
     template = prompt_template(args)
-    add_prompts(args.task, docs, args.seed, template)
+    add_prompts(args.task, docs, args.seed, template, pool)
     template_name = template.name if template else "v0"
     for doc in docs:
         doc.update(mode=args.mode, image_setting=args.image, template=template_name)
@@ -297,7 +336,7 @@ def result_document(args, docs, results, samples, device: str, seconds: float) -
         "benchmark": benchmark,
         "tasks": [benchmark],
         "task": args.task,
-        "num_fewshot": VQA_DEMONSTRATIONS if args.task == "vqav2" else 0,
+        "num_fewshot": 0 if args.task == "pope" else VQA_DEMONSTRATIONS,
         "metrics": task_metrics(args.task, benchmark, task_result),
         "results": json_safe({benchmark: task_result}),
         "versions": {benchmark: results.get("versions", {}).get(name)},
@@ -320,6 +359,8 @@ def result_document(args, docs, results, samples, device: str, seconds: float) -
             "dtype": "float32",
             "data_files": {"test": str(args.questions)},
             "annotations": str(args.annotations) if args.annotations else None,
+            "demonstrations": str(args.demonstrations) if args.demonstrations else None,
+            "samples": args.samples,
             "images": str(args.images),
         },
         "run": args.run_info,

@@ -1,5 +1,5 @@
-"""POPE and VQAv2 scores, each as the study computed it (`study`) and as officially defined
-(`clean`).
+"""POPE, VQAv2 and caption scores, each as the study computed it (`study`) and as officially
+defined (`clean`).
 
 The study scored both from its own copies of the scripts (llava/eval/mmoverall/ of
 github.com/UCSC-VLAA/Sight-Beyond-Text) on the text its `EvalModel.get_outputs`
@@ -26,12 +26,24 @@ same stop strings, no yes/no mapping, the prediction always normalised (punctuat
 number words, articles, contractions), the human answers' punctuation normalised when they
 disagree; both modes score min(#matching humans among the other nine / 3, 1) averaged
 over the ten leave-one-out subsets.
+
+Captions (COCO, Flickr30k). The study's `coco_metric.py` is COCO's caption evaluation
+(pycocoevalcap): the Stanford PTB tokenizer (Java; lower case, punctuation dropped) on the
+predictions and the references, then BLEU-1..4, METEOR (Java), ROUGE-L, CIDEr-D and SPICE,
+each times 100. `study` scores the raw continuation with `"` removed (evaluate.py
+`.replace('"', "")`, so a `###` the model generated is scored as words); `clean` cuts it at
+the stop strings first. SPICE is left out in both: it downloads Stanford CoreNLP models at
+its first run, which an offline machine cannot.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import re
+import shutil
+import sys
 from collections.abc import Sequence
 
 MODES = ("study", "clean")
@@ -221,3 +233,78 @@ def vqa_score(
     mean = 100 * sum(scores) / len(scores)
     # The study reports VQAEval's accuracy["overall"], rounded to 2 decimals.
     return round(mean, 2) if mode == "study" else mean
+
+
+# ---- Captions -------------------------------------------------------------------------
+
+# pycocoevalcap's scorer names (COCOEvalCap.eval keys) -> this package's metric names.
+CAPTION_SCORERS = {
+    "Bleu_1": "bleu_1", "Bleu_2": "bleu_2", "Bleu_3": "bleu_3", "Bleu_4": "bleu_4",
+    "METEOR": "meteor", "ROUGE_L": "rouge_l", "CIDEr": "cider",
+}  # fmt: skip
+CAPTION_METRICS = tuple(CAPTION_SCORERS.values())
+
+
+def study_caption(generation: str) -> str:
+    """evaluate.py `evaluate_coco_flickr`: the continuation with every `"` removed."""
+    return generation.replace('"', "")
+
+
+def require_java() -> None:
+    """The PTB tokenizer and METEOR are Java programs run by pycocoevalcap."""
+    if shutil.which("java") is None:
+        raise RuntimeError(
+            "caption scoring needs a Java runtime on PATH (pycocoevalcap's PTB tokenizer and "
+            "METEOR are Java programs); install one, e.g. Debian's default-jre-headless"
+        )
+
+
+def caption_scores(
+    generations: Sequence[str], references: Sequence[Sequence[str]], mode: str = "study"
+) -> dict[str, float]:
+    """BLEU-1..4, METEOR, ROUGE-L and CIDEr-D in percent (the study's unit), over the set."""
+    _check_mode(mode)
+    if len(generations) != len(references) or not generations:
+        raise ValueError("need one generation per image, and at least one")
+    if any(not humans for humans in references):
+        raise ValueError("every image needs at least one reference caption")
+    extract = study_caption if mode == "study" else cut_generation
+    return dict(
+        _cached_caption_scores(
+            tuple(extract(g) for g in generations), tuple(tuple(r) for r in references)
+        )
+    )
+
+
+@functools.lru_cache(maxsize=4)  # each lm-eval aggregation asks for one metric of a set
+def _cached_caption_scores(
+    predictions: tuple[str, ...], references: tuple[tuple[str, ...], ...]
+) -> tuple[tuple[str, float], ...]:
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    require_java()
+    # Keyed by position: the study's keys were image names, one prediction per image.
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize(
+        {i: [{"caption": c} for c in humans] for i, humans in enumerate(references)}
+    )
+    res = tokenizer.tokenize({i: [{"caption": p}] for i, p in enumerate(predictions)})
+    scorers = [
+        (Bleu(4), ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"]),
+        (Meteor(), ["METEOR"]),
+        (Rouge(), ["ROUGE_L"]),
+        (Cider(), ["CIDEr"]),
+    ]
+    scores = {}
+    with contextlib.redirect_stdout(sys.stderr):  # Bleu prints its counts
+        for scorer, names in scorers:
+            score, _ = scorer.compute_score(gts, res)
+            values = score if isinstance(score, list) else [score]
+            scores.update(
+                {CAPTION_SCORERS[n]: 100 * float(v) for n, v in zip(names, values, strict=True)}
+            )
+    return tuple(scores.items())

@@ -14,11 +14,19 @@ import random
 import re
 from pathlib import Path
 
+import numpy as np
+
 from sbt.common import input_error, read_json_file
 from sbt.templates import SYS_V0, Template
 
 # evaluate.py --additional_shots 3: text-only (question, first answer) turns before VQAv2's.
 VQA_DEMONSTRATIONS = 3
+# evaluate.py evaluate_vqa: the demonstrations' pool, drawn with the evaluated questions.
+VQA_QUERY_SET = 2048
+# evaluate.py evaluate_coco_flickr: its caption request, and the pool of demonstration
+# images drawn from the demonstration (train) file.
+CAPTION_REQUEST = "Please provide a description of the picture."
+CAPTION_QUERY_SET = 5000
 # evaluate.py --max_generation_length 10 (the task YAMLs' max_gen_toks).
 MAX_NEW_TOKENS = 10
 # llava/conversation.py conv_vicuna_v0 (conv_templates["v0"]): system prompt and its one
@@ -92,7 +100,9 @@ def template_prompt(
 
 # --------------------------------------------------------------------------- input files
 def _field(path: Path, record: object, index: int, name: str, kind: type) -> object:
-    record_id = record.get("question_id") if isinstance(record, dict) else None
+    record_id = None
+    if isinstance(record, dict):
+        record_id = record.get("question_id", record.get("image_name"))
     if not isinstance(record, dict) or name not in record:
         raise input_error(path, "missing", index=index, record_id=record_id, field=name)
     value = record[name]
@@ -208,22 +218,84 @@ def read_vqa(questions: Path, annotations: Path, images: Path) -> list[dict]:
     return docs
 
 
-def add_prompts(task: str, docs: list[dict], seed: int, template: Template | None = None) -> None:
-    """The prompt of each document (the study's v0 prompt, or in `template`); VQAv2's 3
-    demonstrations drawn with `seed`.
+def read_captions(path: Path, images: Path | None = None) -> list[dict]:
+    """The study's caption files (mscoco_test.json, flickr30k_train.json, ...): a list of
+    {"image_name", "captions": [...]}; with `images`, each image must exist there."""
+    records = read_json_file(path)
+    if not isinstance(records, list) or not records:
+        raise input_error(path, "expected a non-empty list of {image_name, captions} records")
+    docs = []
+    for index, record in enumerate(records):
+        name = _field(path, record, index, "image_name", str)
+        captions = _field(path, record, index, "captions", list)
+        if not captions or not all(isinstance(c, str) for c in captions):
+            raise input_error(
+                path,
+                "expected a non-empty list of strings",
+                index=index,
+                record_id=name,
+                field="captions",
+            )
+        doc = {"question_id": name, "captions": captions}
+        if images is not None:
+            doc["image"] = _existing_image(path, images / name, index, name)
+        docs.append(doc)
+    return docs
 
-    The study drew them for each question (random.sample) from a query set of 2048 other
-    questions of the same file (its 5000 evaluated questions and that set drawn with
-    np.random.choice); here they come from every other question of the file, so a small
-    file works and every question of it is evaluated.
+
+def study_vqa_draw(docs: list[dict], samples: int, seed: int, path: Path):
+    """The study's VQAv2 subset: `samples` questions and the demonstrations' pool of 2048,
+    drawn together (get_random_indices: np.random.seed, np.random.choice without
+    replacement; the pool first). Returns (evaluated questions in drawn order, pool)."""
+    wanted = samples + VQA_QUERY_SET
+    if wanted > len(docs):
+        raise input_error(
+            path,
+            f"{len(docs)} questions: the study's draw of {samples} plus a pool of "
+            f"{VQA_QUERY_SET} needs {wanted}",
+        )
+    indices = np.random.RandomState(seed).choice(len(docs), wanted, replace=False)
+    return [docs[i] for i in indices[VQA_QUERY_SET:]], [docs[i] for i in indices[:VQA_QUERY_SET]]
+
+
+def add_prompts(
+    task: str,
+    docs: list[dict],
+    seed: int,
+    template: Template | None = None,
+    pool: list[dict] | None = None,
+) -> None:
+    """The prompt of each document (the study's v0 prompt, or in `template`), with the
+    task's demonstrations drawn with `seed` as the study drew them.
+
+    VQAv2: 3 (question, first answer) turns per question, random.sample from `pool` (the
+    study's 2048, see study_vqa_draw), or without a pool from every other question of the
+    file, so a small file works and every question of it is evaluated.
+
+    Captions: `pool` is the demonstration file's records. The study drew 5000 of them with
+    np.random.choice (all of them here if the file has fewer), then for each image 3 with
+    random.sample, each with one of its captions by np.random.choice, and one more
+    np.random.choice over the image's own captions that it discarded; the same calls on
+    the same generators here, so the same demonstrations for the same files.
     """
     rng = random.Random(seed)
+    numpy_rng = np.random.RandomState(seed)
+    if task == "caption":
+        size = min(CAPTION_QUERY_SET, len(pool))
+        pool = [pool[i] for i in numpy_rng.choice(len(pool), size, replace=False)]
     for index, doc in enumerate(docs):
         demonstrations = []
         if task == "vqav2":
-            others = [other for position, other in enumerate(docs) if position != index]
+            others = pool or [other for position, other in enumerate(docs) if position != index]
             chosen = rng.sample(others, min(VQA_DEMONSTRATIONS, len(others)))
             demonstrations = [(o["question"], o["answers"][0].strip()) for o in chosen]
+        elif task == "caption":
+            chosen = rng.sample(pool, min(VQA_DEMONSTRATIONS, len(pool)))
+            demonstrations = [
+                (CAPTION_REQUEST, str(numpy_rng.choice(o["captions"])).strip()) for o in chosen
+            ]
+            numpy_rng.choice(doc["captions"])  # the study's get_prompt(train=False) drew one
+            doc["question"] = CAPTION_REQUEST
         if template is None:
             doc["prompt"] = v0_prompt(doc["question"], demonstrations)
         else:

@@ -2,10 +2,12 @@
 
 Addresses: `hf://datasets/OWNER/REPO/PATH/IN/REPO` (a dataset repo) or
 `hf://OWNER/REPO/PATH/IN/REPO` (a model repo, e.g. a released projector), both through
-huggingface_hub, which resumes and verifies downloads, or plain `https://...`. With
-`--unzip` the download is a zip archive whose content becomes the directory `--output`
-(image folders: CC3M-595K's images.zip, COCO train2017). The output appears only when
-complete (written to a temporary name, then renamed).
+huggingface_hub, which resumes and verifies downloads, plain `https://...`, or `file://...`
+(a local mirror). With `--unzip` the download is a zip archive whose content becomes the
+directory `--output` (image folders: CC3M-595K's images.zip, COCO train2017); with
+`--member NAME` a zip archive of which the one file NAME becomes the file `--output`
+(VQAv2's question and annotation files). The output appears only when complete (written
+to a temporary name, then renamed).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -30,11 +33,11 @@ def download(url: str, target: Path) -> None:
         owner, repo, filename = rest.removeprefix("datasets/").split("/", 2)
         cached = hf_hub_download(f"{owner}/{repo}", filename, repo_type=repo_type)
         shutil.copyfile(cached, target)
-    elif url.startswith(("https://", "http://")):
+    elif url.startswith(("https://", "http://", "file://")):
         with urllib.request.urlopen(url) as response, open(target, "wb") as fh:
             shutil.copyfileobj(response, fh, length=1 << 20)
     else:
-        raise input_error(url, "unsupported address (use hf://..., https://...)")
+        raise input_error(url, "unsupported address (use hf://..., https://..., file://...)")
 
 
 def unpack(archive: Path, folder: Path) -> None:
@@ -53,8 +56,28 @@ def unpack(archive: Path, folder: Path) -> None:
         top.rmdir()
 
 
-def fetch(url: str, output: str, *, unzip: bool = False) -> None:
-    if not unzip:
+def extract_member(archive: Path, member: str, target: Path) -> None:
+    """The file `member` of a zip archive into `target`."""
+    try:
+        with zipfile.ZipFile(archive) as zipped, open(target, "wb") as out:
+            try:
+                source = zipped.open(member)
+            except KeyError:
+                names = ", ".join(zipped.namelist()[:5])
+                raise input_error(archive, f"no member {member!r} (it holds {names})") from None
+            with source:
+                shutil.copyfileobj(source, out, length=1 << 20)
+    except zipfile.BadZipFile as exc:
+        raise input_error(archive, f"not a zip archive: {exc}") from None
+
+
+def fetch(url: str, output: str, *, unzip: bool = False, member: str | None = None) -> None:
+    if member:
+        with atomic_path(output) as tmp, tempfile.TemporaryDirectory(dir=tmp.parent) as folder:
+            archive = Path(folder) / "download.zip"
+            download(url, archive)
+            extract_member(archive, member, tmp)
+    elif not unzip:
         with atomic_path(output) as tmp:
             download(url, tmp)
     else:
@@ -76,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--unzip", action="store_true", help="a zip archive -> directory")
+    parser.add_argument("--member", help="a zip archive's one file NAME -> the output file")
     args = parser.parse_args(argv)
-    fetch(args.url, args.output, unzip=args.unzip)
+    fetch(args.url, args.output, unzip=args.unzip, member=args.member)
     return 0
 
 

@@ -39,6 +39,8 @@ SHAPES_FILES = {
         "pope.json",
         "vqa_questions.json",
         "vqa_annotations.json",
+        "caption_test.json",
+        "caption_train.json",
     )
 }
 SHAPES_IMAGES = f"{SHAPES_DIR}/images"
@@ -248,11 +250,26 @@ def check_multimodal():
             check_made(f"{key}.multimodal.projector", block["projector"])
         if block["tower"] != "tiny":
             check_path(f"{key}.multimodal.tower", block["tower"])
+    for path, download in config["mm_downloads"].items():
+        if download["unzip"] and download["member"]:
+            config_error(
+                f"mm_downloads.{path}", "unzip (a folder) or member (a file), not both"
+            )
     for name, bench in config["mm_benchmarks"].items():
         if name in config["benchmarks"]:
             config_error(f"mm_benchmarks.{name}", "also the name of a text benchmark")
-        for field in ("questions", "images"):
-            check_made(f"mm_benchmarks.{name}.{field}", bench[field])
+        for field in ("questions", "images", "annotations", "demonstrations"):
+            if bench[field]:
+                check_made(f"mm_benchmarks.{name}.{field}", bench[field])
+        if (bench["task"] == "caption") != bool(bench["demonstrations"]):
+            config_error(
+                f"mm_benchmarks.{name}.demonstrations",
+                "needed by task caption, and only there",
+            )
+        if bench["samples"] and bench["task"] != "vqav2":
+            config_error(
+                f"mm_benchmarks.{name}.samples", "only task vqav2 draws samples"
+            )
 
 
 check_config()

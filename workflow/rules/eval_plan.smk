@@ -13,7 +13,7 @@ import os
 from snakemake.logging import logger
 
 from sbt import runs
-from sbt.eval_cost import BenchmarkCost, RunCost, summary
+from sbt.eval_cost import BenchmarkCost, RunCost, mm_summary, summary
 
 EVAL_GROUP = config["evaluation"]["group"]
 LM_EVAL = "lm_eval"  # path part of the per-run records, logs, benchmarks and caches
@@ -98,5 +98,19 @@ def evaluation_estimate():
     return summary(costs, group=EVAL_GROUP, loads_per_run=per_run_loads)
 
 
+def mm_evaluation_estimate():
+    """The same for evaluate_mm: one job and one model load per mm run and mm benchmark."""
+    costs = []
+    for path in mm_runs():
+        run = runs.resolve_run(config, runs.wildcards_of(path))
+        for bench in config["mm_benchmarks"].values():
+            limit = bench["limit"] or bench["samples"]
+            cost = BenchmarkCost([bench["task"]], limit, "float32")
+            costs.append(RunCost(run.size_b, run.gpus, 1, [cost], "float32"))
+    return mm_summary(costs)
+
+
 if workflow.is_main_process:
     logger.info(evaluation_estimate())
+    if mm_runs() and config["mm_benchmarks"]:
+        logger.info(mm_evaluation_estimate())

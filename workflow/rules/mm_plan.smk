@@ -12,6 +12,12 @@ MM_FILES = {p: d["url"] for p, d in config["mm_downloads"].items() if not d["unz
 MM_ARCHIVES = {p: d["url"] for p, d in config["mm_downloads"].items() if d["unzip"]}
 
 
+def mm_member_args(path):
+    """prefetch_mm's `--member NAME` for a file taken out of a zip archive, else nothing."""
+    member = config["mm_downloads"][path]["member"]
+    return f"--member {shlex.quote(member)}" if member else ""
+
+
 def multimodal(backbone):
     return config["backbones"][backbone]["multimodal"]
 
@@ -84,8 +90,9 @@ def mm_benchmark_inputs(wildcards):
         "questions": bench["questions"],
         "images": bench["images"],
     }
-    if bench["annotations"]:
-        inputs["annotations"] = bench["annotations"]
+    for field in ("annotations", "demonstrations"):
+        if bench[field]:
+            inputs[field] = bench[field]
     return inputs
 
 
@@ -95,14 +102,15 @@ def mm_eval_args(wildcards):
     evaluation = config["evaluation"]
     args = ["--task", bench["task"], "--mode", bench["mode"], "--image", bench["image"]]
     args += ["--prompt", bench["prompt"]]
-    args += ["--benchmark", wildcards.mm_benchmark, "--seed", str(evaluation["seed"])]
+    args += ["--benchmark", wildcards.mm_benchmark, "--seed", str(bench["seed"])]
     if isinstance(evaluation["batch_size"], int):
         args += ["--batch-size", str(evaluation["batch_size"])]
     if evaluation["device"] in ("cpu", "cuda"):
         args += ["--device", evaluation["device"]]
     if bench["limit"]:
         args += ["--limit", str(bench["limit"])]
-    if bench["annotations"]:
-        args += ["--annotations", bench["annotations"]]
+    for field in ("annotations", "demonstrations", "samples"):
+        if bench[field]:
+            args += [f"--{field}", str(bench[field])]
     args += ["--run-info", json.dumps(run_of(wildcards).info, sort_keys=True)]
     return " ".join(shlex.quote(arg) for arg in args)

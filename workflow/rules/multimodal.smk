@@ -9,7 +9,7 @@ import os
 
 rule shapes_demo:
     """The multimodal demo's data (sbt.demo.shapes): seeded images of coloured shapes,
-    stage-1 captions, LLaVA instruction records, POPE and VQAv2 question files."""
+    stage-1 captions, LLaVA instruction records, POPE, VQAv2 and caption files."""
     output:
         **SHAPES_FILES,
         images=directory(SHAPES_IMAGES),
@@ -124,8 +124,8 @@ rule mm_finetune:
 
 
 rule evaluate_mm:
-    """One multimodal run x one mm benchmark (POPE / VQAv2, sbt.mm_evaluate) -> its result
-    JSON beside the run's text benchmarks, for sbt.aggregate."""
+    """One multimodal run x one mm benchmark (POPE / VQAv2 / captions, sbt.mm_evaluate) ->
+    its result JSON beside the run's text benchmarks, for sbt.aggregate."""
     input:
         unpack(mm_benchmark_inputs),
     output:
@@ -151,7 +151,7 @@ rule evaluate_mm:
 
 rule prefetch_mm:
     """On a machine with network: one file of mm_downloads (a released projector,
-    CC3M-595K's chat.json)."""
+    CC3M-595K's chat.json, a file inside a zip archive)."""
     output:
         "{mm_file}",
     log:
@@ -163,8 +163,10 @@ rule prefetch_mm:
         "../../envs/workflow.yaml"
     params:
         url=lambda wildcards: MM_FILES[wildcards.mm_file],
+        member=lambda wildcards: mm_member_args(wildcards.mm_file),
     shell:
-        "python -m sbt.prefetch --url {params.url:q} --output {output:q} 2> {log:q}"
+        "python -m sbt.prefetch --url {params.url:q} --output {output:q} {params.member}"
+        " 2> {log:q}"
 
 
 rule prefetch_mm_archive:

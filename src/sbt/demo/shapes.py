@@ -13,7 +13,10 @@ them, in the study's file formats:
   presence, answered in one word as VQA answers are, and a description);
 - `pope.json` (JSON Lines, as POPE's `coco_pope_*.json`): "Is there a ... in the image?"
   with `label` yes/no, half each; `vqa_questions.json` / `vqa_annotations.json`: VQAv2's
-  question and annotation files (ten answers per question, some annotators disagreeing).
+  question and annotation files (ten answers per question, some annotators disagreeing);
+  `caption_test.json` / `caption_train.json`: caption files in the study's format (a list
+  of {"image_name", "captions"}), three references per image, for the evaluation images
+  and for the stage-1 images (the demonstrations' pool).
 
 The evaluation images are drawn apart from the training images. Same seed, same bytes.
 `build_tiny_vision_tower` writes a randomly initialised `CLIPVisionModel` (56 px, 14 px
@@ -53,6 +56,9 @@ BRIEF_PROMPTS = (
     "Share a concise interpretation of the image provided.",
     "Summarize the visual content of the image.",
 )
+# Requests for a description in the instruction data (LLaVA's detailed-description prompts
+# vary the same way); the second is the study's caption request (its evaluate.py).
+DESCRIBE_PROMPTS = ("Describe the image.", "Please provide a description of the picture.")
 DEFAULT_SEED = 7120
 IMAGE_SIZE = 56
 # (background colour, [(colour, shape), ...]): what one image shows.
@@ -88,6 +94,14 @@ def caption(scene: Scene) -> str:
     return f"{text[0].upper()}{text[1:]} on a {background} background."
 
 
+def references(scene: Scene) -> list[str]:
+    """Reference captions of a scene, as several annotators would write them."""
+    background, shapes = scene
+    text = caption(scene)
+    listed = " and ".join(f"a {color} {shape}" for color, shape in shapes)
+    return [text, f"A {background} background with {listed}.", f"The image shows {listed}."]
+
+
 def random_scene(rng: random.Random) -> Scene:
     kinds = rng.sample(SHAPES, rng.choice((1, 2)))
     return rng.choice(sorted(BACKGROUNDS)), [(rng.choice(sorted(COLORS)), k) for k in kinds]
@@ -109,7 +123,10 @@ def qa_rounds(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
         (f"What color is the {kind}?", word(color)),
         ("How many shapes are there in the image?", word(NUMBER_WORDS[len(shapes)])),
         (f"Is there a {asked} in the image?", word("yes" if asked in kinds(scene) else "no")),
-        ("Describe the image.", f"The image shows {description[0].lower()}{description[1:]}"),
+        (
+            rng.choice(DESCRIBE_PROMPTS),
+            f"The image shows {description[0].lower()}{description[1:]}",
+        ),
     ]
     rng.shuffle(rounds)
     return rounds[: rng.randint(1, 3)]
@@ -178,7 +195,7 @@ def write_shapes_demo(
     seed: int = DEFAULT_SEED,
     image_size: int = IMAGE_SIZE,
 ) -> Path:
-    """Write images and the five files described above into the directory `output`."""
+    """Write images and the files described above into the directory `output`."""
     rng = random.Random(seed)
     output = Path(output)
     with atomic_path(output, directory=True) as tmp:
@@ -190,10 +207,11 @@ def write_shapes_demo(
             draw(scene, image_size, rng).save(images / name, format="PNG")
             return scene
 
-        chat = []
+        chat, train_captions, test_captions = [], [], []
         for i in range(pretrain):
             name = f"GCC_train_{i:09d}"
             scene = new_image(f"{name}.png")
+            train_captions.append({"image_name": f"{name}.png", "captions": references(scene)})
             request = with_image_tag(rng.choice(BRIEF_PROMPTS), rng)
             chat.append(
                 {
@@ -219,6 +237,7 @@ def write_shapes_demo(
             image_id = 900000 + i
             name = f"eval_{image_id:012d}.png"
             scene = new_image(name)
+            test_captions.append({"image_name": name, "captions": references(scene)})
             present = kinds(scene)
             # Alternate yes and no questions so that the labels are balanced.
             pool = sorted(present) if i % 2 == 0 else sorted(set(SHAPES) - present)
@@ -244,6 +263,8 @@ def write_shapes_demo(
             {**header, "task_type": "Open-Ended", "questions": questions},
         )
         write_json(tmp / "vqa_annotations.json", {**header, "annotations": annotations})
+        write_json(tmp / "caption_test.json", test_captions)
+        write_json(tmp / "caption_train.json", train_captions)
     return output
 
 

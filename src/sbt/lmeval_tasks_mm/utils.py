@@ -1,9 +1,11 @@
-"""Helpers of the sbt_pope / sbt_vqav2 tasks: the image of a prepared document, the text
-the study scored, and whole-set scores (sbt.mm_metrics) as lm-eval aggregations.
+"""Helpers of the sbt_pope / sbt_vqav2 / sbt_caption tasks: the image of a prepared
+document, the text the study scored, and whole-set scores (sbt.mm_metrics) as lm-eval
+aggregations.
 
-POPE's precision, recall and F1 are ratios of counts over the whole set, not means of
-per-document values, so each document passes (generation, target, mode) through and the
-aggregation scores the list at once.
+POPE's precision, recall and F1 are ratios of counts over the whole set, and CIDEr's
+weights come from every image's references, not means of per-document values, so each
+document passes (generation, target, mode) through and the aggregation scores the list
+at once.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ CONSTANT_GREY = (128, 128, 128)
 # The study's stop string under conversation v0 (get_model_output.py: conv.sep).
 STOP = "###"
 POPE_METRICS = ("accuracy", "precision", "recall", "f1", "yes_ratio")
+CAPTION_METRICS = ("bleu_4", "meteor", "rouge_l", "cider")  # sbt_caption.yaml's metric_list
 
 
 def doc_to_image(doc: dict) -> list:
@@ -42,6 +45,11 @@ def pope_results(doc: dict, results: list) -> dict:
 
 def vqa_results(doc: dict, results: list) -> dict:
     return {"accuracy": (generated(results[0]), doc["answers"], doc["mode"])}
+
+
+def caption_results(doc: dict, results: list) -> dict:
+    item = (generated(results[0]), doc["captions"], doc["mode"])
+    return dict.fromkeys(CAPTION_METRICS, item)
 
 
 def _pope(items: list, name: str) -> float:
@@ -73,3 +81,26 @@ def vqa_accuracy(items: list) -> float:
     """A fraction (mm_metrics.vqa_score is in percent, the study's unit)."""
     generations, answers, modes = zip(*items, strict=True)
     return mm_metrics.vqa_score(generations, answers, modes[0]) / 100
+
+
+def _caption(items: list, name: str) -> float:
+    """A fraction, as lm-eval's (mm_metrics.caption_scores is in percent, the study's
+    unit); the set is scored once for all four metrics (caption_scores caches it)."""
+    generations, references, modes = zip(*items, strict=True)
+    return mm_metrics.caption_scores(generations, references, modes[0])[name] / 100
+
+
+def caption_bleu_4(items: list) -> float:
+    return _caption(items, "bleu_4")
+
+
+def caption_meteor(items: list) -> float:
+    return _caption(items, "meteor")
+
+
+def caption_rouge_l(items: list) -> float:
+    return _caption(items, "rouge_l")
+
+
+def caption_cider(items: list) -> float:
+    return _caption(items, "cider")
