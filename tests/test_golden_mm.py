@@ -1,4 +1,4 @@
-"""Stage-2 (image) tokens and labels equal the study's, token for token.
+"""Stage-1 and stage-2 (image) tokens and labels equal the study's, token for token.
 
 tests/golden/mm_labels.json was written by scripts/golden/make_mm_golden.py: the study's
 `preprocess_multimodal` (with `--mm_use_im_start_end True`) and `preprocess` with
@@ -10,6 +10,11 @@ rounds, a trailing user turn). Here the same records go through `sbt.mm_data.ins
 with the tokenizer `sbt.mm_model.build_llava` uses, before the image token is expanded
 (one image token, as the study's ids hold IMAGE_TOKEN_INDEX once). Tokens are compared
 as strings, since the added tokens' ids differ (the study also added `<im_patch>`).
+
+Stage 1: the CC3M-style records of tests/golden/mm_pretrain_records.json through the
+study's `preprocess_plain` (conversation `v0_plain`, "v0_plain" in the golden file) against
+`sbt.mm_data.pretrain_records(study=True)`, which also leaves the first caption token
+untrained as the study's model forward did (its label is taken at the image position).
 
 This measures what docs/multimodal.md argued from the code: 4.31's slow tokenizer strips
 the text on both sides of `<im_start>` / `<im_end>` (so no `▁` before the question after
@@ -25,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from sbt import mm_data
+from sbt.common import InputError
 from sbt.mm_model import IMAGE_TOKEN, add_image_tokens
 from sbt.templates import get_template
 from sbt.tokenize_chat import IGNORE_INDEX, load_tokenizer
@@ -60,23 +66,27 @@ def sha256(path: Path) -> str:
 def test_golden_data_belongs_to_the_committed_inputs(golden):
     assert golden["versions"]["transformers"] == "4.31.0"
     assert golden["records_sha256"] == sha256(GOLDEN / "mm_records.json")
+    assert golden["pretrain_records_sha256"] == sha256(GOLDEN / "mm_pretrain_records.json")
     for name, fixture in golden["fixtures"].items():
         files = {f.name: sha256(f) for f in sorted((GOLDEN / name).iterdir()) if f.is_file()}
         assert fixture["sha256"] == files, f"regenerate golden data ({name})"
 
 
 def ours(records: list[dict], fixture: str, template: str, max_length: int) -> dict:
-    tokenizer, _ = load_tokenizer(str(GOLDEN / fixture), template, max_length, legacy="auto")
-    add_image_tokens(tokenizer)
-    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    features, skips = mm_data.instruct_records(
-        records,
-        tokenizer,
-        get_template(template),
-        max_length,
-        image_token_id=image_id,
-        num_image_tokens=1,
+    """Our features, one image token; `v0_plain`: stage 1 (the tokenizer loaded as for v1,
+    as sbt.mm_train does)."""
+    stage_2 = template != "v0_plain"
+    tokenizer, _ = load_tokenizer(
+        str(GOLDEN / fixture), template if stage_2 else "v1", max_length, legacy="auto"
     )
+    add_image_tokens(tokenizer)
+    image = {"image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), "num_image_tokens": 1}
+    if stage_2:
+        features, skips = mm_data.instruct_records(
+            records, tokenizer, get_template(template), max_length, **image
+        )
+    else:
+        features, skips = mm_data.pretrain_records(records, tokenizer, max_length, **image)
     assert sum(skips.values()) == 0, skips
     return {
         str(f["id"]): {"tokens": tokenizer.convert_ids_to_tokens(f["input_ids"]), **f}
@@ -116,3 +126,31 @@ def test_image_turn_as_the_study_tokenized_it(golden, fixture):
     tokens = golden["templates"]["v1"][fixture]["mm-hand-01"]["tokens"]
     at = tokens.index("<image>")
     assert tokens[at - 2 : at + 4] == [":", "<im_start>", "<image>", "<im_end>", "▁What", "▁is"]
+
+
+@pytest.mark.parametrize("fixture", [*LEGACY_FIXTURES, "sp_tokenizer_nonlegacy"])
+def test_stage_1_tokens_and_labels_equal_the_studys(golden, fixture):
+    records = json.loads((GOLDEN / "mm_pretrain_records.json").read_text(encoding="utf-8"))
+    expected = golden["templates"]["v0_plain"][fixture]
+    mine = ours(records, fixture, "v0_plain", golden["model_max_length"])
+    assert sorted(mine) == sorted(expected) and len(mine) == len(records)
+    for record_id, want in expected.items():
+        assert not want["mismatch"]
+        assert want["tokens"][:2] == ["<s>", "<image>"]  # the request dropped, no <im_start>
+        assert mine[record_id]["tokens"] == want["tokens"], record_id
+        # The study's forward took the first caption token's label at the image position.
+        labels = list(want["labels"])
+        first = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
+        labels[first] = IGNORE_INDEX
+        assert mine[record_id]["labels"] == labels, record_id
+
+
+def test_pretraining_record_with_more_turns_is_one_error(records):
+    tokenizer, _ = load_tokenizer(str(GOLDEN / "sp_tokenizer"), "v1", 64)
+    add_image_tokens(tokenizer)
+    record = {"id": "r1", "image": "a.png", "conversations": records[0]["conversations"]}
+    for study in (True, False):
+        with pytest.raises(InputError, match="record 0 .id 'r1'.: field 'conversations': a pre"):
+            mm_data.pretrain_records(
+                [record], tokenizer, 64, image_token_id=5, num_image_tokens=1, study=study
+            )

@@ -1,4 +1,4 @@
-"""Golden stage-2 (image) labels from the study's own preprocessing code, for
+"""Golden stage-1 and stage-2 (image) labels from the study's own preprocessing code, for
 tests/test_golden_mm.py.
 
 Run it with the side environment that has the study's stack (scripts/golden/side_env.sh),
@@ -14,6 +14,10 @@ with `is_multimodal` and `--mm_use_im_start_end True` (finetune-7b.sh), then `pr
 `<image>` was. The tokenizer is the study's (make_train_golden.study_tokenizer) with the
 tokens `initialize_vision_tokenizer` adds: `<im_patch>` (`mm_use_im_patch_token`, default
 True), then `<im_start>`, `<im_end>`, each with `add_tokens(..., special_tokens=True)`.
+Stage 1 (train_scripts/pretrain-7b.sh, `--version v0_plain`, also `--mm_use_im_start_end
+True`) takes the same path with conversation `v0_plain`, where `preprocess` calls
+`preprocess_plain`, on the CC3M-style records of tests/golden/mm_pretrain_records.json;
+they are written as the template "v0_plain".
 
 Writes tests/golden/mm_labels.json: per template, per fixture, per record id the tokens as
 strings (the added tokens by name, -200 as "<image>", so the ids the two stacks give the
@@ -37,7 +41,7 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_train_golden as text_golden  # noqa: E402
 
-FUNCTIONS = {"llava/train/train.py": ("preprocess_multimodal",)}
+FUNCTIONS = {"llava/train/train.py": ("preprocess_multimodal", "preprocess_plain")}
 ADDED_TOKENS = (["<im_patch>"], ["<im_start>", "<im_end>"])  # initialize_vision_tokenizer
 
 
@@ -49,6 +53,7 @@ def study_mm_namespace(study: Path) -> dict:
         {name: constants[name] for name in ("DEFAULT_IM_START_TOKEN", "DEFAULT_IM_END_TOKEN")}
     )
     namespace["DataArguments"] = object  # only an annotation
+    namespace["copy"] = copy  # preprocess_plain's deepcopy
     for relative, names in FUNCTIONS.items():
         text_golden.extract_functions(study / relative, names, namespace)
     return namespace
@@ -76,7 +81,13 @@ def study_mm_example(namespace: dict, tokenizer, record: dict) -> dict:
     }
 
 
-def golden(study: Path, records_path: Path, fixtures: list[Path], model_max_length: int) -> dict:
+def golden(
+    study: Path,
+    records_path: Path,
+    pretrain_path: Path,
+    fixtures: list[Path],
+    model_max_length: int,
+) -> dict:
     import sentencepiece
     import tokenizers
     import torch
@@ -84,7 +95,11 @@ def golden(study: Path, records_path: Path, fixtures: list[Path], model_max_leng
 
     namespace = study_mm_namespace(study)
     conversation = namespace["conversation_lib"]
-    records = json.loads(records_path.read_text(encoding="utf-8"))
+    by_template = {
+        template: json.loads(records_path.read_text(encoding="utf-8"))
+        for template in text_golden.TEMPLATES
+    }
+    by_template["v0_plain"] = json.loads(pretrain_path.read_text(encoding="utf-8"))
     sources = ("llava/conversation.py", "llava/constants.py", "llava/train/train.py",
                "llava/mm_utils.py")  # fmt: skip
     result: dict = {
@@ -98,6 +113,8 @@ def golden(study: Path, records_path: Path, fixtures: list[Path], model_max_leng
         "study_sources_sha256": {name: text_golden.sha256(study / name) for name in sources},
         "records": records_path.as_posix(),
         "records_sha256": text_golden.sha256(records_path),
+        "pretrain_records": pretrain_path.as_posix(),
+        "pretrain_records_sha256": text_golden.sha256(pretrain_path),
         "model_max_length": model_max_length,
         "fixtures": {},
         "templates": {},
@@ -110,7 +127,7 @@ def golden(study: Path, records_path: Path, fixtures: list[Path], model_max_leng
                 f.name: text_golden.sha256(f) for f in sorted(fixture.iterdir()) if f.is_file()
             },
         }
-    for template in text_golden.TEMPLATES:
+    for template, records in by_template.items():
         conversation.default_conversation = conversation.conv_templates[template]
         per_fixture = result["templates"][template] = {}
         for fixture in fixtures:
@@ -136,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study", required=True, type=Path, help="export of the study's repo")
     parser.add_argument("--records", type=Path, default=Path("tests/golden/mm_records.json"))
     parser.add_argument(
+        "--pretrain-records", type=Path, default=Path("tests/golden/mm_pretrain_records.json")
+    )
+    parser.add_argument(
         "--fixtures",
         nargs="+",
         type=Path,
@@ -149,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path("tests/golden/mm_labels.json"))
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    data = golden(args.study, args.records, args.fixtures, args.model_max_length)
+    data = golden(
+        args.study, args.records, args.pretrain_records, args.fixtures, args.model_max_length
+    )
     with tempfile.NamedTemporaryFile(
         "w", dir=args.output.parent, delete=False, encoding="utf-8", suffix=".tmp"
     ) as fh:

@@ -21,12 +21,15 @@ from the study's stage-1 prompts; its model forward (llava_arch.py,
 `prepare_inputs_labels_for_multimodal` with `tune_mm_mlp_adapter` and `mm_use_im_start_end`)
 still assumes them around the image and takes the label at the image position for the
 token after it, so the caption's first token is never trained. `pretrain_records(...,
-study=True)` reproduces both; `study=False` wraps the image in `<im_start>`/`<im_end>` and
-trains every caption token, which is what the recipe intends (see docs/multimodal.md).
+study=True)` reproduces both, and tokenizes the caption on its own after the image as the
+study's `tokenizer_image_token` did; `study=False` wraps the image in
+`<im_start>`/`<im_end>` and trains every caption token, which is what the recipe intends
+(see docs/multimodal.md).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +37,13 @@ from pathlib import Path
 from sbt.common import input_error
 from sbt.mm_model import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN
 from sbt.templates import ConversationError, EmptyMessageError, Segments, Template, messages_of
-from sbt.tokenize_chat import IGNORE_INDEX, SKIP_NO_TRAINED_TOKEN, tokenize_records
+from sbt.tokenize_chat import (
+    IGNORE_INDEX,
+    SKIP_EMPTY_MESSAGE,
+    SKIP_NO_TRAINED_TOKEN,
+    SKIP_REASONS,
+    tokenize_records,
+)
 
 WRAPPED_IMAGE = IM_START_TOKEN + IMAGE_TOKEN + IM_END_TOKEN
 
@@ -42,7 +51,7 @@ WRAPPED_IMAGE = IM_START_TOKEN + IMAGE_TOKEN + IM_END_TOKEN
 def _pretrain_segments(messages: list[str]) -> Segments:
     """The study's `preprocess_plain`: the image, then the caption and the separator."""
     if len(messages) != 2:
-        raise ValueError("a pretraining record has one request and one caption")
+        raise ConversationError("a pretraining record has one request and one caption")
     image = messages[0] if messages[0] in (IMAGE_TOKEN, WRAPPED_IMAGE) else IMAGE_TOKEN
     return [(image, False), (messages[1] + "\n", True)]
 
@@ -188,21 +197,57 @@ def pretrain_records(
             turns[0]["value"] = image
         conversations.append(turns)
     placed = _indexed(records, conversations, source)
-    examples, skips = tokenize_records(
-        placed, tokenizer, PRETRAIN_TEMPLATE, max_length, source=source
-    )
-    if study:
-        kept = []
-        for example in examples:
-            labels = example["labels"]
-            trained = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
-            labels[trained[0]] = IGNORE_INDEX
-            if len(trained) > 1:
-                kept.append(example)
-            else:  # a one-token caption: nothing left to train (the study's loss had none)
-                skips[SKIP_NO_TRAINED_TOKEN] += 1
-        examples = kept
+    examples, skips = [], Counter({reason: 0 for reason in SKIP_REASONS})
+    captions = {}  # record index -> the caption with its separator
+    for record in placed:
+        try:
+            segments = PRETRAIN_TEMPLATE.segments(messages_of(record["conversations"]))
+        except EmptyMessageError:
+            continue  # counted by tokenize_records, or below
+        except ConversationError as exc:
+            raise input_error(
+                source,
+                str(exc),
+                index=record["id"],
+                record_id=records[record["id"]].get("id"),
+                field=exc.field,
+            ) from None
+        captions[record["id"]] = segments[1][0]
+    if not study:
+        examples, skips = tokenize_records(
+            placed, tokenizer, PRETRAIN_TEMPLATE, max_length, source=source
+        )
+        return _features(examples, records, image_token_id, num_image_tokens, source), skips
+    skips[SKIP_EMPTY_MESSAGE] = len(placed) - len(captions)
+    for index, caption in captions.items():
+        example = study_pretrain_example(caption, tokenizer, image_token_id, max_length, index)
+        if example is None:  # a one-token caption: nothing left to train (nor in the study)
+            skips[SKIP_NO_TRAINED_TOKEN] += 1
+        else:
+            examples.append(example)
     return _features(examples, records, image_token_id, num_image_tokens, source), skips
+
+
+def study_pretrain_example(
+    text: str, tokenizer, image_token_id: int, max_length: int, index: int
+) -> dict | None:
+    """The study's stage-1 ids and labels for the caption `text` (its separator included).
+
+    train.py `preprocess_plain` tokenizes `"<image>" + caption + "\n"` with
+    `tokenizer_image_token`, which tokenizes the text after `<image>` on its own: BOS,
+    the image, then the caption as SentencePiece encodes a fresh text, its dummy prefix
+    giving the first word a `"▁"` (`"▁A"`; a caption opening with a space gets `"▁"`,
+    `"▁a"`) whatever the tokenizer's `legacy` setting. Tokenizing `" " + text` without
+    special tokens gives those pieces here (the pre-tokenizer adds no second `"▁"` to a
+    text that starts with one). Its labels: the caption, but the study's model forward took
+    the first caption token's label at the image position, so that token is untrained.
+    """
+    caption = tokenizer(" " + text, add_special_tokens=False).input_ids
+    input_ids = [tokenizer.bos_token_id, image_token_id, *caption][:max_length]
+    labels = [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, *caption[1:]][: len(input_ids)]
+    if all(label == IGNORE_INDEX for label in labels):
+        return None
+    return {"id": index, "input_ids": input_ids, "labels": labels}
 
 
 def load_pixels(path: str | Path, image_processor):
