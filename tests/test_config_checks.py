@@ -123,10 +123,10 @@ def test_paper_dry_run_prints_the_disk_estimate_and_keeps_remote_code_off(workdi
         " (evaluation.group: run; group: benchmark: 468 jobs, 468 loads); about "
     ), estimate
     assert re.search(r"about \d+ GPU-hours for \d+M prompt tokens", estimate), estimate
-    # 10 multimodal runs x (3 POPE splits + VQAv2), each its own job and model load
+    # 10 multimodal runs x (3 POPE splits, VQAv2, COCO captions), each its own job and load
     mm_estimate = re.search(r"Multimodal evaluation estimate: .*", text)[0]
     assert re.fullmatch(
-        r"Multimodal evaluation estimate: 40 evaluate_mm jobs, 40 model loads;"
+        r"Multimodal evaluation estimate: 50 evaluate_mm jobs, 50 model loads;"
         r" about \d+ GPU-hours \(docs/evaluation.md\)\.",
         mm_estimate,
     ), mm_estimate

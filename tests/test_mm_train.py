@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from sbt import mm_train  # noqa: E402
+from sbt import mm_questions, mm_train  # noqa: E402
 
 HPARAMS = {
     "max_steps": 3,
@@ -167,3 +167,40 @@ def test_prefetch_takes_one_member_out_of_a_zip(tmp_path, capsys):
     assert prefetch.main(["--url", url, "--output", str(missing), "--member", "nope.json"]) == 2
     assert "no member 'nope.json'" in capsys.readouterr().err
     assert not missing.exists()
+
+
+def test_karpathy_split_in_the_studys_caption_format(tmp_path, capsys):
+    """rule karpathy_split: one split of Karpathy's file as {image_name, captions}; train
+    takes restval too."""
+    from sbt import caption_splits
+
+    def image(name, split, *raw):
+        return {"filename": name, "split": split, "sentences": [{"raw": r} for r in raw]}
+
+    karpathy = tmp_path / "dataset_coco.json"
+    images = [
+        image("COCO_val2014_000000000042.jpg", "test", "A cat. ", "A cat on a mat."),
+        image("COCO_train2014_000000000009.jpg", "train", "Two dogs."),
+        image("COCO_val2014_000000000073.jpg", "restval", "A bus."),
+        image("COCO_val2014_000000000074.jpg", "val", "A car."),
+    ]
+    karpathy.write_text(json.dumps({"images": images, "dataset": "coco"}), encoding="utf-8")
+    out = tmp_path / "coco_test.json"
+    argv = ["--karpathy", str(karpathy), "--output", str(out)]
+    assert caption_splits.main([*argv, "--split", "test"]) == 0
+    assert json.loads(out.read_text()) == [
+        {"image_name": "COCO_val2014_000000000042.jpg", "captions": ["A cat.", "A cat on a mat."]}
+    ]
+    assert caption_splits.main([*argv, "--split", "train"]) == 0
+    assert [r["image_name"][-8:] for r in json.loads(out.read_text())] == ["0009.jpg", "0073.jpg"]
+    # the study's reader takes the result
+    (tmp_path / "COCO_val2014_000000000042.jpg").write_bytes(b"")
+    assert caption_splits.main([*argv, "--split", "test"]) == 0
+    assert mm_questions.read_captions(out, tmp_path)[0]["question_id"].endswith("0042.jpg")
+    del images[1]["sentences"]
+    karpathy.write_text(json.dumps({"images": images}), encoding="utf-8")
+    bad = tmp_path / "bad.json"
+    assert caption_splits.main(["--karpathy", str(karpathy), "--split", "train",
+                                "--output", str(bad)]) == 2  # fmt: skip
+    assert "record 1: field 'sentences': missing" in capsys.readouterr().err
+    assert not bad.exists()

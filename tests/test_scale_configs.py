@@ -232,10 +232,11 @@ def test_paper_config_plans_the_multimodal_arm(tmp_path):
         )
         if method == "mm_lora":
             assert hparams["lora"]["r"] == 64 and hparams["lora"]["alpha"] == 16
-    # POPE's three splits and VQAv2 for every multimodal run, one GPU each, as the study
-    # ran them: VQAv2 its draw of 5000 questions from the val2014 files.
+    # POPE's three splits, VQAv2 and COCO captions for every multimodal run, one GPU each,
+    # as the study ran them: VQAv2 its draw of 5000 questions from the val2014 files, the
+    # captions Karpathy's test split made into the study's format (rule karpathy_split).
     evaluations = rule_jobs(text, "evaluate_mm")
-    assert len(evaluations) == len(stage2) * len(paper["mm_benchmarks"]) == 40
+    assert len(evaluations) == len(stage2) * len(paper["mm_benchmarks"]) == 50
     tasks = []
     for job in evaluations:
         assert job["resources"]["gpu"] == "1", job
@@ -246,4 +247,11 @@ def test_paper_config_plans_the_multimodal_arm(tmp_path):
         if task == "vqav2":
             assert "--samples 5000" in command and "--seed 42" in command, command
             assert "--annotations resources/vqav2/v2_mscoco_val2014_annotations.json" in command
-    assert tasks.count("pope") == 30 and tasks.count("vqav2") == 10
+        if task == "caption":
+            assert "--questions resources/captions/coco_test.json" in command, command
+            assert "--demonstrations resources/captions/coco_train.json" in command, command
+    assert tasks.count("pope") == 30 and tasks.count("vqav2") == 10 and tasks.count("caption") == 10
+    splits = re.findall(r"sbt\.caption_splits --karpathy (\S+) --split (\w+)", text)
+    assert sorted(splits) == [
+        ("resources/captions/dataset_coco.json", s) for s in ("test", "train")
+    ]

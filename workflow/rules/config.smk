@@ -189,15 +189,37 @@ def check_config():
     check_multimodal()
 
 
+# A split of Karpathy's caption datasets in the study's caption format (rule
+# karpathy_split, sbt.caption_splits): FOLDER/coco_test.json from FOLDER/dataset_coco.json.
+# (No named groups: the pattern is also the rule's wildcard constraint.)
+KARPATHY_PATTERN = r"(.*/)?(coco|flickr30k|flickr8k)_(train|val|test)\.json"
+
+
+def karpathy_parts(path):
+    """(folder, dataset, split) of a caption split's path, or None if it is not one."""
+    match = re.fullmatch(KARPATHY_PATTERN, path)
+    return (match[1] or "", match[2], match[3]) if match else None
+
+
+def karpathy_source(path):
+    """The Karpathy file a caption split is made from, or None if `path` is not one."""
+    parts = karpathy_parts(path)
+    return f"{parts[0]}dataset_{parts[1]}.json" if parts else None
+
+
 def check_made(key, path):
     """A multimodal input: an existing path, or one a rule writes (the shapes demo,
-    mm_downloads)."""
+    mm_downloads, karpathy_split from one of those)."""
     check_path(key, path)
     made = {*SHAPES_FILES.values(), SHAPES_IMAGES, *config["mm_downloads"]}
+    source = karpathy_source(path)
+    if source and (Path(source).exists() or source in made):
+        made.add(path)
     if not Path(path).exists() and path not in made:
         config_error(
             key,
-            f"{path!r} does not exist (nor is it written by shapes_demo or mm_downloads)",
+            f"{path!r} does not exist (nor is it written by shapes_demo, mm_downloads or"
+            " karpathy_split)",
         )
 
 

@@ -149,6 +149,27 @@ rule evaluate_mm:
         " --images {input.images:q} --output {output:q} {params.args} 2> {log:q}"
 
 
+rule karpathy_split:
+    """A caption benchmark's file in the study's format ({image_name, captions}) from one
+    split of Karpathy's caption dataset (sbt.caption_splits); seconds."""
+    input:
+        lambda wildcards: karpathy_source(wildcards.caption_split),
+    output:
+        "{caption_split}",
+    log:
+        "logs/karpathy_split/{caption_split}.log",
+    wildcard_constraints:
+        caption_split=KARPATHY_PATTERN,
+    localrule: True
+    conda:
+        "../../envs/workflow.yaml"
+    params:
+        split=lambda wildcards: karpathy_parts(wildcards.caption_split)[2],
+    shell:
+        "python -m sbt.caption_splits --karpathy {input:q} --split {params.split}"
+        " --output {output:q} 2> {log:q}"
+
+
 rule prefetch_mm:
     """On a machine with network: one file of mm_downloads (a released projector,
     CC3M-595K's chat.json, a file inside a zip archive)."""
