@@ -34,7 +34,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -88,11 +87,6 @@ def golden(
     fixtures: list[Path],
     model_max_length: int,
 ) -> dict:
-    import sentencepiece
-    import tokenizers
-    import torch
-    import transformers
-
     namespace = study_mm_namespace(study)
     conversation = namespace["conversation_lib"]
     by_template = {
@@ -104,12 +98,7 @@ def golden(
                "llava/mm_utils.py")  # fmt: skip
     result: dict = {
         "generator": "scripts/golden/make_mm_golden.py",
-        "versions": {
-            "transformers": transformers.__version__,
-            "tokenizers": tokenizers.__version__,
-            "sentencepiece": sentencepiece.__version__,
-            "torch": torch.__version__,
-        },
+        "versions": text_golden.versions(),
         "study_sources_sha256": {name: text_golden.sha256(study / name) for name in sources},
         "records": records_path.as_posix(),
         "records_sha256": text_golden.sha256(records_path),
@@ -120,13 +109,7 @@ def golden(
         "templates": {},
     }
     for fixture in fixtures:
-        config = json.loads((fixture / "tokenizer_config.json").read_text(encoding="utf-8"))
-        result["fixtures"][fixture.name] = {
-            "legacy": config.get("legacy", True),
-            "sha256": {
-                f.name: text_golden.sha256(f) for f in sorted(fixture.iterdir()) if f.is_file()
-            },
-        }
+        result["fixtures"][fixture.name] = text_golden.fixture_info(fixture)
     for template, records in by_template.items():
         conversation.default_conversation = conversation.conv_templates[template]
         per_fixture = result["templates"][template] = {}
@@ -139,12 +122,7 @@ def golden(
                 for record in records
             }
             per_fixture[fixture.name] = examples
-            flagged = sorted(i for i, e in examples.items() if e["mismatch"])
-            print(
-                f"{template} {fixture.name}: {len(examples)} records, {len(flagged)} "
-                f"flagged by the study's mismatch check {flagged}",
-                file=sys.stderr,
-            )
+            text_golden.report_flagged(template, fixture, examples)
     return result
 
 
@@ -156,15 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         "--pretrain-records", type=Path, default=Path("tests/golden/mm_pretrain_records.json")
     )
     parser.add_argument(
-        "--fixtures",
-        nargs="+",
-        type=Path,
-        default=[
-            Path("tests/golden/sp_tokenizer"),
-            Path("tests/golden/sp_tokenizer_json"),
-            Path("tests/golden/sp_tokenizer_nonlegacy"),
-        ],
-    )
+        "--fixtures", nargs="+", type=Path, default=text_golden.FIXTURES,
+        help=text_golden.FIXTURES_HELP,
+    )  # fmt: skip
     parser.add_argument("--model-max-length", type=int, default=2048, help="the study's 2048")
     parser.add_argument("--output", type=Path, default=Path("tests/golden/mm_labels.json"))
     args = parser.parse_args(argv)
@@ -172,13 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     data = golden(
         args.study, args.records, args.pretrain_records, args.fixtures, args.model_max_length
     )
-    with tempfile.NamedTemporaryFile(
-        "w", dir=args.output.parent, delete=False, encoding="utf-8", suffix=".tmp"
-    ) as fh:
-        fh.write(text_golden.dumps(data) + "\n")
-    os.chmod(fh.name, 0o644)
-    os.replace(fh.name, args.output)
-    print(f"wrote {args.output}", file=sys.stderr)
+    text_golden.write_golden(data, args.output)
     return 0
 
 

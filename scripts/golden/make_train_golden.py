@@ -123,23 +123,67 @@ def study_example(namespace: dict, tokenizer, record: dict, has_image: bool) -> 
     }
 
 
-def golden(study: Path, records_path: Path, fixtures: list[Path], model_max_length: int) -> dict:
+def versions() -> dict[str, str]:
     import sentencepiece
     import tokenizers
     import torch
     import transformers
 
+    return {
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "sentencepiece": sentencepiece.__version__,
+        "torch": torch.__version__,
+    }
+
+
+def fixture_info(fixture: Path) -> dict:
+    """The checkout layout, the `legacy` flag 4.31 reads, and the files' sha256."""
+    config = json.loads((fixture / "tokenizer_config.json").read_text(encoding="utf-8"))
+    return {
+        "layout": "model+json" if (fixture / "tokenizer.json").exists() else "model",
+        # transformers 4.31: legacy unless the checkout's tokenizer_config says otherwise
+        "legacy": config.get("legacy", True),
+        "sha256": {f.name: sha256(f) for f in sorted(fixture.iterdir()) if f.is_file()},
+    }
+
+
+def report_flagged(template: str, fixture: Path, examples: dict) -> None:
+    flagged = sorted(i for i, e in examples.items() if e["mismatch"])
+    print(
+        f"{template} {fixture.name}: {len(examples)} records, {len(flagged)} "
+        f"flagged by the study's mismatch check {flagged}",
+        file=sys.stderr,
+    )
+
+
+FIXTURES = [
+    Path("tests/golden/sp_tokenizer"),
+    Path("tests/golden/sp_tokenizer_json"),
+    Path("tests/golden/sp_tokenizer_nonlegacy"),
+]
+FIXTURES_HELP = 'tokenizer directories: one per checkout layout, and one whose tokenizer_config.json says "legacy": false'
+
+
+def write_golden(data: dict, output: Path) -> None:
+    """`dumps(data)` into `output`, atomically."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=output.parent, delete=False, encoding="utf-8", suffix=".tmp"
+    ) as fh:
+        fh.write(dumps(data) + "\n")
+    os.chmod(fh.name, 0o644)
+    os.replace(fh.name, output)
+    print(f"wrote {output}", file=sys.stderr)
+
+
+def golden(study: Path, records_path: Path, fixtures: list[Path], model_max_length: int) -> dict:
     namespace = study_namespace(study)
     conversation = namespace["conversation_lib"]
     records = json.loads(records_path.read_text(encoding="utf-8"))
     result: dict = {
         "generator": "scripts/golden/make_train_golden.py",
-        "versions": {
-            "transformers": transformers.__version__,
-            "tokenizers": tokenizers.__version__,
-            "sentencepiece": sentencepiece.__version__,
-            "torch": torch.__version__,
-        },
+        "versions": versions(),
         "study_sources_sha256": {
             name: sha256(study / name)
             for name in ("llava/conversation.py", "llava/constants.py", *STUDY_FUNCTIONS)
@@ -151,13 +195,7 @@ def golden(study: Path, records_path: Path, fixtures: list[Path], model_max_leng
         "templates": {},
     }
     for fixture in fixtures:
-        config = json.loads((fixture / "tokenizer_config.json").read_text(encoding="utf-8"))
-        result["fixtures"][fixture.name] = {
-            "layout": "model+json" if (fixture / "tokenizer.json").exists() else "model",
-            # transformers 4.31: legacy unless the checkout's tokenizer_config says otherwise
-            "legacy": config.get("legacy", True),
-            "sha256": {f.name: sha256(f) for f in sorted(fixture.iterdir()) if f.is_file()},
-        }
+        result["fixtures"][fixture.name] = fixture_info(fixture)
     for template in TEMPLATES:
         conversation.default_conversation = conversation.conv_templates[template]
         per_fixture = result["templates"][template] = {}
@@ -174,12 +212,7 @@ def golden(study: Path, records_path: Path, fixtures: list[Path], model_max_leng
                     raise SystemExit(f"error: record {record['id']}: has_image paths differ")
                 examples[str(record["id"])] = example
             per_fixture[fixture.name] = examples
-            flagged = sorted(i for i, e in examples.items() if e["mismatch"])
-            print(
-                f"{template} {fixture.name}: {len(examples)} records, {len(flagged)} "
-                f"flagged by the study's mismatch check {flagged}",
-                file=sys.stderr,
-            )
+            report_flagged(template, fixture, examples)
     return result
 
 
@@ -203,31 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", required=True, type=Path, help="export of the study's repo")
     parser.add_argument("--records", type=Path, default=Path("tests/golden/train_records.json"))
-    parser.add_argument(
-        "--fixtures",
-        nargs="+",
-        type=Path,
-        default=[
-            Path("tests/golden/sp_tokenizer"),
-            Path("tests/golden/sp_tokenizer_json"),
-            Path("tests/golden/sp_tokenizer_nonlegacy"),
-        ],
-        help="tokenizer directories: one per checkout layout, and one whose "
-        'tokenizer_config.json says "legacy": false',
-    )
+    parser.add_argument("--fixtures", nargs="+", type=Path, default=FIXTURES, help=FIXTURES_HELP)
     parser.add_argument("--model-max-length", type=int, default=2048, help="the study's 2048")
     parser.add_argument("--output", type=Path, default=Path("tests/golden/train_labels.json"))
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     data = golden(args.study, args.records, args.fixtures, args.model_max_length)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=args.output.parent, delete=False, encoding="utf-8", suffix=".tmp"
-    ) as fh:
-        fh.write(dumps(data) + "\n")
-    os.chmod(fh.name, 0o644)
-    os.replace(fh.name, args.output)
-    print(f"wrote {args.output}", file=sys.stderr)
+    write_golden(data, args.output)
     return 0
 
 
