@@ -159,7 +159,7 @@ SHAPES = {"questions": "results/demo/shapes/pope.json", "images": "results/demo/
         ),
         (
             {"mm_benchmarks": {"pope": {"task": "gqa", **SHAPES}}},
-            "mm_benchmarks.pope.task: unknown task 'gqa'; valid: pope, vqav2, caption",
+            "mm_benchmarks.pope.task: unknown task 'gqa'; valid: pope, vqav2, caption, mme",
         ),
         (
             {"mm_benchmarks": {"coco": {"task": "caption", **SHAPES}}},

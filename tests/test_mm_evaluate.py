@@ -377,3 +377,42 @@ def test_study_draw_larger_than_the_file(tmp_path, shapes, llava_dir, capsys):
     line = one_error_line(capsys)
     assert f"{QUESTIONS} questions: the study's draw of 5 plus a pool of 2048" in line
     assert not out.exists()
+
+
+def test_mme_clean_mode(tmp_path, shapes, llava_dir):
+    out, log = tmp_path / "mme.json", tmp_path / "mme.jsonl"
+    args = [
+        "--model", str(llava_dir), "--task", "mme", "--questions", str(shapes / "mme"),
+        "--images", str(shapes / "mme"), "--output", str(out), "--device", "cpu",
+        "--mode", "clean", "--log-samples", str(log),
+    ]  # fmt: skip
+    assert mm_evaluate.main(args) == 0
+    document = json.loads(out.read_text(encoding="utf-8"))
+    assert document["benchmark"] == "mme_clean" and document["num_fewshot"] == 0
+    samples = read_lines(log)
+    # Two questions per evaluation image, each image in one of the three demo tasks.
+    assert len(samples) == 2 * QUESTIONS
+    assert {s["mme_task"] for s in samples} == {"existence", "count", "color"}
+    assert [s["label"] for s in samples[:2]] == ["Yes", "No"]
+    expected = mm_metrics.mme_scores(
+        *([s[k] for s in samples] for k in ("generation", "label", "mme_task", "image")), "clean"
+    )
+    metrics = document["metrics"]
+    assert metrics["mme_clean/perception"] == pytest.approx(expected["perception"] / 100)
+    assert "mme_clean/cognition" not in metrics  # no Cognition task in the demo
+    assert document["mme_tasks"] == expected["tasks"]
+    # The image file each question read: MME's Perception images are JPEG.
+    assert all(s["image"].endswith(".jpg") for s in samples)
+
+
+def test_mme_question_line_without_a_label(tmp_path, shapes, llava_dir, capsys):
+    copy = shutil.copytree(shapes / "mme", tmp_path / "mme")
+    broken = next((copy / "count").glob("*.txt"))
+    broken.write_text("How many shapes are there?\n", encoding="utf-8")
+    out = tmp_path / "out.json"
+    args = ["--model", str(llava_dir), "--task", "mme", "--questions", str(copy),
+            "--images", str(copy), "--output", str(out), "--mode", "study"]  # fmt: skip
+    assert mm_evaluate.main(args) == 2
+    line = one_error_line(capsys)
+    assert str(broken) in line and "line 1: expected 'question<TAB>Yes|No'" in line
+    assert not out.exists()

@@ -159,3 +159,44 @@ def test_caption_scoring_refuses_bad_input():
         mm_metrics.caption_scores(["a"], CAPTION_REFS)
     with pytest.raises(ValueError, match="at least one reference"):
         mm_metrics.caption_scores(["a"], [[]])
+
+
+# ---- MME ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("Yes", "yes"),
+        (" no ", "no"),
+        ("Yes, there is.", "yes"),  # "yes," is not "yes": its first 4 characters hold it
+        ("No###", "no"),
+        ("Not at all", "no"),  # "not " holds "no"
+        ("The answer is yes", "other"),  # neither in "the "
+        ("", "other"),
+    ],
+)
+def test_mme_answer_rule(text, answer):
+    assert mm_metrics.mme_answer(text) == answer
+
+
+def test_mme_scores_by_hand():
+    """Two tasks. existence: image a both right, image b one of two -> acc 3/4 = 75, acc+
+    1/2 = 50, score 125. color: one image, both wrong ("other" counts wrong) -> 0.
+    Perception 125 + 0; no Cognition task -> None."""
+    generations = ["Yes.", "No", "Yes", "Yes", "maybe", "It is"]
+    labels = ["Yes", "No", "Yes", "No", "Yes", "No"]
+    tasks = ["existence"] * 4 + ["color"] * 2
+    images = ["a", "a", "b", "b", "c", "c"]
+    scores = mm_metrics.mme_scores(generations, labels, tasks, images)
+    assert scores["tasks"]["existence"] == {"acc": 75.0, "acc_plus": 50.0, "score": 125.0}
+    assert scores["tasks"]["color"] == {"acc": 0.0, "acc_plus": 0.0, "score": 0.0}
+    assert scores["perception"] == 125.0 and scores["cognition"] is None
+
+
+def test_mme_study_mode_drops_newlines_as_its_result_file_did():
+    """The study wrote each prediction on one line (newlines and tabs removed), so "Y\\nes"
+    read "yes"; clean mode reads the text cut at the stop strings, where it is "other"."""
+    args = (["Y\nes"], ["Yes"], ["count"], ["a"])
+    assert mm_metrics.mme_scores(*args, "study")["tasks"]["count"]["acc"] == 100.0
+    assert mm_metrics.mme_scores(*args, "clean")["tasks"]["count"]["acc"] == 0.0

@@ -59,8 +59,8 @@ def test_every_job_left_a_log_and_a_benchmark(demo_run):
     benchmarks = list((demo_run / "benchmarks").rglob("*.tsv"))
     # convert 1, build 2, train 4, evaluate 8 runs, results 8 runs x benchmarks, aggregate 1;
     # the multimodal arm: shapes_demo 1, build_tiny_tower 2, mm_pretrain 2, mm_finetune 2,
-    # evaluate_mm 2 mm runs x 5 mm benchmarks
-    expected = 1 + 2 + 4 + RUNS + RUNS * N_BENCHMARKS + 1 + 1 + 2 + 2 + 2 + 2 * 5
+    # evaluate_mm 2 mm runs x 6 mm benchmarks
+    expected = 1 + 2 + 4 + RUNS + RUNS * N_BENCHMARKS + 1 + 1 + 2 + 2 + 2 + 2 * 6
     assert len(logs) == len(benchmarks) == expected
 
 

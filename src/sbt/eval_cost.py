@@ -52,11 +52,13 @@ UNKNOWN_TASK = TaskCost(1000, 2, 200)
 # sbt.mm_evaluate's tasks: the conversation v0 system prompt and example exchange (about
 # 300 tokens), the 256 image tokens of a 224-px CLIP ViT-L/14 image, the question, and for
 # VQAv2 and captions 3 text demonstrations; 10 generated tokens. Documents: a POPE split's
-# 3000 questions, the study's 5000 VQAv2 questions, 5000 COCO test captions.
+# 3000 questions, the study's 5000 VQAv2 questions, 5000 COCO test captions, MME's 1574
+# questions of its 12 scored tasks.
 MM_TASK_COST: dict[str, TaskCost] = {
     "pope": TaskCost(3000, 1, 580, 10),
     "vqav2": TaskCost(5000, 1, 640, 10),
     "caption": TaskCost(5000, 1, 660, 10),
+    "mme": TaskCost(1574, 1, 590, 10),
 }
 
 # size_b upper bound -> (prompt tokens/s, generated tokens/s); bf16, batch 8, one GPU.

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""POPE, VQAv2 or captions of a multimodal (LLaVA) model, as the study generated and scored
-them.
+"""POPE, VQAv2, captions or MME of a multimodal (LLaVA) model, as the study generated and
+scored them.
 
-    python -m sbt.mm_evaluate --model LLAVA_DIR --task pope|vqav2|caption --questions FILE \\
+    python -m sbt.mm_evaluate --model LLAVA_DIR --task pope|vqav2|caption|mme --questions FILE \\
         --images DIR --mode study|clean [--image real|constant] [--prompt study|training] \\
         [--samples N] [--demonstrations FILE] --output RESULT_JSON
 
@@ -12,7 +12,7 @@ question file is checked and turned into prepared documents (the study's prompt,
 path), bound to the task YAML as its local data file. The study (llava/eval/mmoverall/,
 eval_scripts/eval_pope.sh, eval_vqav2.sh, eval_mscoco.sh, eval_flickr30.sh) used
 conversation `v0` with the image as `<im_start><image><im_end>\\n` before the question, POPE
-zero-shot, VQAv2 and captions with 3 text-only demonstrations, and sampled (top-k 50,
+and MME zero-shot, VQAv2 and captions with 3 text-only demonstrations, and sampled (top-k 50,
 temperature 0.2, at most 10 new tokens, seed 42).
 
 - VQAv2 `--samples N`: the study's subset, N questions and a pool of 2048 for the
@@ -22,6 +22,8 @@ temperature 0.2, at most 10 new tokens, seed 42).
   "captions"}; mscoco_test.json, flickr30k_test.json), `--demonstrations` the file whose
   captions the demonstrations come from (its mscoco_train.json, flickr30k_train.json).
   Scoring needs a Java runtime (pycocoevalcap's PTB tokenizer and METEOR).
+- MME: `--questions` and `--images` are both the MME folder (a folder per task, as the
+  study read it); the result adds `mme_tasks`, each task's acc, acc+ and score.
 
 - `--mode study`: that sampling, and sbt.mm_metrics' study scoring (the study's scripts'
   quirks). `--mode clean`: greedy decoding (deterministic, so a small set's score does not
@@ -60,14 +62,15 @@ from sbt.common import (
     use_offline_hub,
     write_json,
 )
-from sbt.lmeval_tasks_mm.utils import CAPTION_METRICS, POPE_METRICS
-from sbt.mm_metrics import require_java
+from sbt.lmeval_tasks_mm.utils import CAPTION_METRICS, MME_METRICS, POPE_METRICS
+from sbt.mm_metrics import mme_scores, require_java
 from sbt.mm_questions import (
     MAX_NEW_TOKENS,
     VQA_DEMONSTRATIONS,
     add_prompts,
     default_annotations,
     read_captions,
+    read_mme,
     read_pope,
     read_vqa,
     study_vqa_draw,
@@ -75,7 +78,8 @@ from sbt.mm_questions import (
 from sbt.templates import Template, as_template
 
 TASK_DIR = Path(__file__).resolve().parent / "lmeval_tasks_mm"
-TASKS = {"pope": "sbt_pope", "vqav2": "sbt_vqav2", "caption": "sbt_caption"}
+TASKS = {"pope": "sbt_pope", "vqav2": "sbt_vqav2", "caption": "sbt_caption", "mme": "sbt_mme"}
+ZERO_SHOT = ("pope", "mme")
 MODES = ("study", "clean")
 IMAGE_SETTINGS = ("real", "constant")
 PROMPTS = ("study", "training")
@@ -187,8 +191,13 @@ def benchmark_name(args: argparse.Namespace) -> str:
 
 
 def task_metrics(task: str, benchmark: str, task_result: dict) -> dict[str, float | None]:
-    names = {"pope": POPE_METRICS, "caption": CAPTION_METRICS}.get(task, ("accuracy",))
-    return {f"{benchmark}/{name}": finite(task_result.get(f"{name},none")) for name in names}
+    names = {"pope": POPE_METRICS, "caption": CAPTION_METRICS, "mme": MME_METRICS}.get(
+        task, ("accuracy",)
+    )
+    metrics = {f"{benchmark}/{name}": finite(task_result.get(f"{name},none")) for name in names}
+    if task == "mme":  # a type none of whose tasks the folder has (the demo's Cognition)
+        metrics = {key: value for key, value in metrics.items() if value is not None}
+    return metrics
 
 
 def sample_records(samples: list, docs: list[dict]) -> list[dict]:
@@ -210,7 +219,7 @@ def sample_records(samples: list, docs: list[dict]) -> list[dict]:
                 "raw_generation": raw,
                 "generation": generated(raw),
                 **({"label": doc["target"]} if "target" in doc else {}),
-                **{key: doc[key] for key in ("answers", "captions") if key in doc},
+                **{key: doc[key] for key in ("answers", "captions", "mme_task") if key in doc},
             }
         )
     return records
@@ -226,9 +235,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="directory of save_llava")
     # Any string: an unknown task is one InputError line (the @cli pattern), not a usage page.
-    parser.add_argument("--task", required=True, help="pope, vqav2 or caption")
+    parser.add_argument("--task", required=True, help="pope, vqav2, caption or mme")
     parser.add_argument(
-        "--questions", required=True, type=Path, help="POPE or VQAv2 questions, or captions"
+        "--questions",
+        required=True,
+        type=Path,
+        help="POPE or VQAv2 questions, captions, or the MME folder",
     )
     parser.add_argument(
         "--annotations",
@@ -293,6 +305,8 @@ def plan_docs(args: argparse.Namespace) -> list[dict]:
     pool = None
     if args.task == "pope":
         docs = read_pope(args.questions, args.images)
+    elif args.task == "mme":
+        docs = read_mme(args.questions, args.images)
     elif args.task == "caption":
         require_java()  # before any GPU time: the scores need it
         docs = read_captions(args.questions, args.images)
@@ -336,7 +350,7 @@ def result_document(args, docs, results, samples, device: str, seconds: float) -
         "benchmark": benchmark,
         "tasks": [benchmark],
         "task": args.task,
-        "num_fewshot": 0 if args.task == "pope" else VQA_DEMONSTRATIONS,
+        "num_fewshot": 0 if args.task in ZERO_SHOT else VQA_DEMONSTRATIONS,
         "metrics": task_metrics(args.task, benchmark, task_result),
         "results": json_safe({benchmark: task_result}),
         "versions": {benchmark: results.get("versions", {}).get(name)},
@@ -392,8 +406,12 @@ def main(argv: list[str] | None = None) -> int:
     results, samples = run_lm_eval(args, docs, device)
     seconds = time.perf_counter() - started
     document = result_document(args, docs, results, samples, device, seconds)
+    records = sample_records(samples, docs)
+    if args.task == "mme":  # each task's acc, acc+ and score, beside the two sums
+        columns = [[r[k] for r in records] for k in ("generation", "label", "mme_task", "image")]
+        document["mme_tasks"] = mme_scores(*columns, args.mode)["tasks"]
     if args.log_samples:
-        write_jsonl(args.log_samples, sample_records(samples, docs))
+        write_jsonl(args.log_samples, records)
     write_json(args.output, document)
     for key, value in document["metrics"].items():
         shown = "n/a" if value is None else f"{value:.4f}"

@@ -27,6 +27,14 @@ number words, articles, contractions), the human answers' punctuation normalised
 disagree; both modes score min(#matching humans among the other nine / 3, 1) averaged
 over the ten leave-one-out subsets.
 
+MME. `mme_metric.py` is MME's own `calculation.py`: the answer is the lower-cased text if
+it is "yes" or "no", else "yes" or "no" if its first 4 characters hold one (in that order),
+else "other" (wrong either way); per task, accuracy over the questions plus accuracy+ (the
+share of images whose two questions are both right), times 100; Perception sums 8 tasks
+and Cognition 4 (landmark and artwork left out, as the study did). `study` reads the
+prediction as the study wrote it to its result lines (tabs and newlines removed, stripped),
+so `"Yes###"` still reads "yes" from its prefix; `clean` cuts at the stop strings first.
+
 Captions (COCO, Flickr30k). The study's `coco_metric.py` is COCO's caption evaluation
 (pycocoevalcap): the Stanford PTB tokenizer (Java; lower case, punctuation dropped) on the
 predictions and the references, then BLEU-1..4, METEOR (Java), ROUGE-L, CIDEr-D and SPICE,
@@ -308,3 +316,57 @@ def _cached_caption_scores(
                 {CAPTION_SCORERS[n]: 100 * float(v) for n, v in zip(names, values, strict=True)}
             )
     return tuple(scores.items())
+
+
+# ---- MME ------------------------------------------------------------------------------
+
+# mme_metric.py eval_type_dict, landmark and artwork excluded as the study did.
+MME_TASKS = {
+    "Perception": ("existence", "count", "position", "color", "posters", "celebrity", "scene",
+                   "OCR"),
+    "Cognition": ("commonsense_reasoning", "numerical_calculation", "text_translation",
+                  "code_reasoning"),
+}  # fmt: skip
+
+
+def mme_answer(text: str) -> str:
+    """ "yes", "no" or "other" by MME's `parse_pred_ans`."""
+    text = text.strip().lower()
+    if text in ("yes", "no"):
+        return text
+    prefix = text[:4]
+    return "yes" if "yes" in prefix else "no" if "no" in prefix else "other"
+
+
+def mme_scores(
+    generations: Sequence[str],
+    labels: Sequence[str],
+    tasks: Sequence[str],
+    images: Sequence[str],
+    mode: str = "study",
+) -> dict:
+    """Per task `acc`, `acc_plus` and `score` (percent); `perception` and `cognition`, the
+    sums of the scores of the tasks present (None if none of a type is)."""
+    _check_mode(mode)
+    if not (len(generations) == len(labels) == len(tasks) == len(images)) or not labels:
+        raise ValueError("need one generation, label, task and image per question")
+    if mode == "study":  # evaluate.py's result line: tabs and newlines out, stripped
+        texts = [g.replace("\t", "").replace("\n", "").strip() for g in generations]
+    else:
+        texts = [cut_generation(g) for g in generations]
+    per_task: dict[str, dict] = {}
+    for text, label, task, image in zip(texts, labels, tasks, images, strict=True):
+        right = mme_answer(text) == label.strip().lower()
+        counts = per_task.setdefault(task, {"right": 0, "questions": 0, "images": {}})
+        counts["right"] += right
+        counts["questions"] += 1
+        counts["images"][image] = counts["images"].get(image, True) and right
+    result: dict = {"tasks": {}}
+    for task, counts in per_task.items():
+        acc = 100 * counts["right"] / counts["questions"]
+        acc_plus = 100 * sum(counts["images"].values()) / len(counts["images"])
+        result["tasks"][task] = {"acc": acc, "acc_plus": acc_plus, "score": acc + acc_plus}
+    for kind, names in MME_TASKS.items():
+        scores = [result["tasks"][t]["score"] for t in names if t in result["tasks"]]
+        result[kind.lower()] = sum(scores) if scores else None
+    return result

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import re
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -241,6 +242,58 @@ def read_captions(path: Path, images: Path | None = None) -> list[dict]:
             doc["image"] = _existing_image(path, images / name, index, name)
         docs.append(doc)
     return docs
+
+
+def read_mme(root: Path, images: Path) -> list[dict]:
+    """MME's folders as the study read them (eval_datasets.py `MmeDataset`), one per task
+    of mm_metrics.MME_TASKS that `root` has: either `questions_answers_YN/<id>.txt` beside
+    `images/<id>.<ext>`, or `<id>.txt` beside `<id>.<ext>`; each line `question<TAB>Yes|No`.
+    The image is looked up under `images` with the same layout: `.jpg` for Perception and
+    `.png` for Cognition as the study named them, else the one file of that stem."""
+    from sbt.mm_metrics import MME_TASKS
+
+    if not root.is_dir():
+        raise input_error(root, "MME folder not found")
+    docs = []
+    for kind, tasks in MME_TASKS.items():
+        for task in tasks:
+            folder = root / task
+            if not folder.is_dir():
+                continue
+            split = (folder / "questions_answers_YN").is_dir()
+            texts = folder / "questions_answers_YN" if split else folder
+            for text_file in sorted(texts.glob("*.txt")):
+                relative = text_file.relative_to(root)
+                image_dir = images / task / ("images" if split else "")
+                image = _mme_image(image_dir, text_file.stem, kind, relative)
+                lines = [ln for ln in text_file.read_text(encoding="utf-8").splitlines() if ln]
+                for number, line in enumerate(lines, start=1):
+                    question, tab, label = line.partition("\t")
+                    if not tab or label.strip().lower() not in ("yes", "no"):
+                        raise input_error(
+                            text_file, f"line {number}: expected 'question<TAB>Yes|No'"
+                        )
+                    docs.append(
+                        {
+                            "question_id": f"{task}/{text_file.stem}/{number}",
+                            "question": question.strip(),
+                            "target": label.strip(),
+                            "mme_task": task,
+                            "image": image,
+                        }
+                    )
+    if not docs:
+        raise input_error(root, "no MME task folder (existence, count, ..., code_reasoning)")
+    return docs
+
+
+def _mme_image(folder: Path, stem: str, kind: str, questions: Path) -> str:
+    named = folder / f"{stem}{'.jpg' if kind == 'Perception' else '.png'}"
+    found = [named] if named.is_file() else sorted(folder.glob(f"{glob_escape(stem)}.*"))
+    found = [path for path in found if path.suffix.lower() != ".txt"]
+    if len(found) != 1:
+        raise input_error(questions, f"no image {named.name} (or one {stem}.*) in {folder}")
+    return str(found[0].resolve())
 
 
 def study_vqa_draw(docs: list[dict], samples: int, seed: int, path: Path):

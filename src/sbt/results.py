@@ -43,7 +43,7 @@ TASK_FAMILY = {
 }
 # sbt.mm_evaluate's tasks: a family each, its benchmarks' names (task prefix dropped) the
 # column labels ("pope_random" -> "POPE random f1").
-MM_FAMILY = {"pope": "POPE", "vqav2": "VQAv2", "caption": "Captions"}
+MM_FAMILY = {"pope": "POPE", "vqav2": "VQAv2", "caption": "Captions", "mme": "MME"}
 FAMILY_ORDER = (
     "TruthfulQA", "ETHICS", "BoolQ", "MMLU", "GSM8K", "MathQA", "SQuAD2", *MM_FAMILY.values(),
     "Other",
@@ -79,6 +79,7 @@ FRACTION_METRICS = {"acc", "acc_norm", "exact_match", "em"}
 # sbt.mm_evaluate's metrics, keyed "<benchmark>/<metric>": all fractions.
 MM_FRACTION_METRICS = {
     "accuracy", "precision", "recall", "f1", "yes_ratio", "bleu_4", "meteor", "rouge_l", "cider",
+    "perception", "cognition",
 }  # fmt: skip
 
 

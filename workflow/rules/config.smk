@@ -44,6 +44,7 @@ SHAPES_FILES = {
     )
 }
 SHAPES_IMAGES = f"{SHAPES_DIR}/images"
+SHAPES_MME = f"{SHAPES_DIR}/mme"
 MM_PRETRAIN = "mm_pretrain"  # results/models/<backbone>/mm_pretrain/: stage 1
 
 
@@ -211,7 +212,7 @@ def check_made(key, path):
     """A multimodal input: an existing path, or one a rule writes (the shapes demo,
     mm_downloads, karpathy_split from one of those)."""
     check_path(key, path)
-    made = {*SHAPES_FILES.values(), SHAPES_IMAGES, *config["mm_downloads"]}
+    made = {*SHAPES_FILES.values(), SHAPES_IMAGES, SHAPES_MME, *config["mm_downloads"]}
     source = karpathy_source(path)
     if source and (Path(source).exists() or source in made):
         made.add(path)

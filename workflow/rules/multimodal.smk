@@ -9,10 +9,11 @@ import os
 
 rule shapes_demo:
     """The multimodal demo's data (sbt.demo.shapes): seeded images of coloured shapes,
-    stage-1 captions, LLaVA instruction records, POPE, VQAv2 and caption files."""
+    stage-1 captions, LLaVA instruction records, POPE, VQAv2, caption and MME files."""
     output:
         **SHAPES_FILES,
         images=directory(SHAPES_IMAGES),
+        mme=directory(SHAPES_MME),
     log:
         "logs/shapes_demo.log",
     benchmark:

@@ -10,13 +10,17 @@ them, in the study's file formats:
   or after it, the caption as the answer);
 - `instruct.json`: stage-2 question answering in the LLaVA instruction schema (`<image>\\n`
   opening the first human turn, 1-3 rounds: background colour, shape colour, count and
-  presence, answered in one word as VQA answers are, and a description);
+  presence, answered in one word as VQA answers are, and a description; in half the
+  records one of them asked in MME's yes/no wording instead);
 - `pope.json` (JSON Lines, as POPE's `coco_pope_*.json`): "Is there a ... in the image?"
   with `label` yes/no, half each; `vqa_questions.json` / `vqa_annotations.json`: VQAv2's
   question and annotation files (ten answers per question, some annotators disagreeing);
   `caption_test.json` / `caption_train.json`: caption files in the study's format (a list
   of {"image_name", "captions"}), three references per image, for the evaluation images
-  and for the stage-1 images (the demonstrations' pool).
+  and for the stage-1 images (the demonstrations' pool);
+- `mme/`: MME's layout (a folder per task, `<id>.jpg` beside `<id>.txt`, two lines
+  `question<TAB>Yes|No` per image, one true and one false) for three Perception tasks on
+  the evaluation images: existence, count and color (the background's).
 
 The evaluation images are drawn apart from the training images. Same seed, same bytes.
 `build_tiny_vision_tower` writes a randomly initialised `CLIPVisionModel` (56 px, 14 px
@@ -112,6 +116,27 @@ def word(text: str) -> str:
     return f"{text.capitalize()}."
 
 
+MME_TASKS = ("existence", "count", "color")
+
+
+def mme_questions(scene: Scene, task: str, rng: random.Random) -> list[tuple[str, str]]:
+    """An MME image's two questions: one answered Yes, one No (MME's wording)."""
+    background, shapes = scene
+    if task == "existence":  # a scene has one or two of the three shapes
+        present, absent = sorted(kinds(scene)), sorted(set(SHAPES) - kinds(scene))
+        pair = (f"a {rng.choice(present)}", f"a {rng.choice(absent)}")
+        template = "Is there {} in this image?"
+    elif task == "count":
+        others = [n for n in NUMBER_WORDS if n != len(shapes)]
+        pair = (NUMBER_WORDS[len(shapes)], NUMBER_WORDS[rng.choice(others)])
+        template = "Are there {} shapes in this image?"
+    else:
+        pair = (background, rng.choice(sorted(set(BACKGROUNDS) - {background})))
+        template = "Is the background {} in this image?"
+    suffix = " Please answer yes or no."
+    return [(template.format(pair[0]) + suffix, "Yes"), (template.format(pair[1]) + suffix, "No")]
+
+
 def qa_rounds(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
     """Questions about one image and their answers (shuffled, 1-3 of them)."""
     background, shapes = scene
@@ -128,6 +153,10 @@ def qa_rounds(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
             f"The image shows {description[0].lower()}{description[1:]}",
         ),
     ]
+    if rng.random() < 0.5:  # some in MME's yes/no wording instead, true or false
+        task = rng.choice(MME_TASKS)
+        question, answer = mme_questions(scene, task, rng)[rng.randrange(2)]
+        rounds[{"color": 0, "count": 2, "existence": 3}[task]] = (question, word(answer))
     rng.shuffle(rounds)
     return rounds[: rng.randint(1, 3)]
 
@@ -196,6 +225,8 @@ def write_shapes_demo(
     image_size: int = IMAGE_SIZE,
 ) -> Path:
     """Write images and the files described above into the directory `output`."""
+    from PIL import Image
+
     rng = random.Random(seed)
     output = Path(output)
     with atomic_path(output, directory=True) as tmp:
@@ -233,10 +264,17 @@ def write_shapes_demo(
                 turns += [{"from": "human", "value": value}, {"from": "gpt", "value": answer}]
             records.append({"id": name, "image": f"{name}.png", "conversations": turns})
         pope, questions, annotations = [], [], []
+        mme_rng = random.Random(seed + 1)  # its own stream: the other files stay the same
         for i in range(evaluation):
             image_id = 900000 + i
             name = f"eval_{image_id:012d}.png"
             scene = new_image(name)
+            task = MME_TASKS[i % len(MME_TASKS)]
+            (tmp / "mme" / task).mkdir(parents=True, exist_ok=True)
+            with Image.open(images / name) as drawn:  # MME's Perception images are JPEG
+                drawn.convert("RGB").save(tmp / "mme" / task / f"{image_id}.jpg", quality=95)
+            lines = [f"{q}\t{a}\n" for q, a in mme_questions(scene, task, mme_rng)]
+            (tmp / "mme" / task / f"{image_id}.txt").write_text("".join(lines), encoding="utf-8")
             test_captions.append({"image_name": name, "captions": references(scene)})
             present = kinds(scene)
             # Alternate yes and no questions so that the labels are balanced.

@@ -1,14 +1,16 @@
-"""Helpers of the sbt_pope / sbt_vqav2 / sbt_caption tasks: the image of a prepared
+"""Helpers of the sbt_pope / sbt_vqav2 / sbt_caption / sbt_mme tasks: the image of a prepared
 document, the text the study scored, and whole-set scores (sbt.mm_metrics) as lm-eval
 aggregations.
 
-POPE's precision, recall and F1 are ratios of counts over the whole set, and CIDEr's
-weights come from every image's references, not means of per-document values, so each
+POPE's precision, recall and F1 are ratios of counts over the whole set, CIDEr's
+weights come from every image's references, and MME's accuracy+ pairs an image's questions, not means of per-document values, so each
 document passes (generation, target, mode) through and the aggregation scores the list
 at once.
 """
 
 from __future__ import annotations
+
+import math
 
 from sbt import mm_metrics
 
@@ -18,6 +20,7 @@ CONSTANT_GREY = (128, 128, 128)
 STOP = "###"
 POPE_METRICS = ("accuracy", "precision", "recall", "f1", "yes_ratio")
 CAPTION_METRICS = ("bleu_4", "meteor", "rouge_l", "cider")  # sbt_caption.yaml's metric_list
+MME_METRICS = ("perception", "cognition")
 
 
 def doc_to_image(doc: dict) -> list:
@@ -50,6 +53,11 @@ def vqa_results(doc: dict, results: list) -> dict:
 def caption_results(doc: dict, results: list) -> dict:
     item = (generated(results[0]), doc["captions"], doc["mode"])
     return dict.fromkeys(CAPTION_METRICS, item)
+
+
+def mme_results(doc: dict, results: list) -> dict:
+    item = (generated(results[0]), doc["target"], doc["mme_task"], doc["image"], doc["mode"])
+    return dict.fromkeys(MME_METRICS, item)
 
 
 def _pope(items: list, name: str) -> float:
@@ -104,3 +112,18 @@ def caption_rouge_l(items: list) -> float:
 
 def caption_cider(items: list) -> float:
     return _caption(items, "cider")
+
+
+def _mme(items: list, name: str) -> float:
+    """The type's sum of task scores / 100 (nan when no task of the type was evaluated)."""
+    generations, labels, tasks, images, modes = zip(*items, strict=True)
+    value = mm_metrics.mme_scores(generations, labels, tasks, images, modes[0])[name]
+    return math.nan if value is None else value / 100
+
+
+def mme_perception(items: list) -> float:
+    return _mme(items, "perception")
+
+
+def mme_cognition(items: list) -> float:
+    return _mme(items, "cognition")
