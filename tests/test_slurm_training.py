@@ -32,6 +32,7 @@ from snakemake_run import REPO, output_of, snakemake, start_snakemake
 
 from sbt.launch import slurm_resources, srun_torchrun_launcher, train_launcher
 from sbt.slurm_demo import LOCAL_CLUSTER_OPTIONS
+from sbt.train_resume import complete_checkpoints
 from sbt.training import train
 
 SCRIPTS = REPO / "scripts"
@@ -309,7 +310,9 @@ def test_killed_train_job_is_requeued_and_resumes_to_the_same_weights(
             state = slurm_cluster.job_states()[job_id]
             assert state in ("FAILED", "CANCELLED", "COMPLETED"), state
             assert not (work / "model").exists()
-            left = sorted(p.name for p in checkpoints.glob("checkpoint-*"))
+            # What the restart resumes from: the last checkpoint written in full (the kill
+            # may cut the next one short; the resumed run writes it again).
+            left = [p.name for p in complete_checkpoints(checkpoints)]
             slurm_cluster.run("scontrol", "requeue", job_id)
             # SLURM holds a requeued job back for a while (BeginTime); start it now.
             slurm_cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
