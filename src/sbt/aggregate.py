@@ -4,9 +4,9 @@
 One row per run, grouped by backbone: the base model, then full fine-tuning, LoRA, the
 multimodal runs and released (external) checkpoints. Columns are grouped by benchmark
 family: TruthfulQA (mc1, mc2, generation metrics), ETHICS (five subsets and their mean),
-then BoolQ, MMLU, GSM8K, MathQA, SQuAD2, the multimodal runs' POPE, VQAv2 and Captions and anything
-else present, plus the difference to the backbone's base model
-for TruthfulQA mc2 (mc1 when mc2 is absent) and the ETHICS mean. Scores are percentages
+then BoolQ, MMLU, GSM8K, MathQA, SQuAD2, the multimodal runs' POPE, VQAv2, Captions and
+MME and anything else present, plus the difference to the backbone's base model for
+TruthfulQA mc2 (mc1 when mc2 is absent) and the ETHICS mean. Scores are percentages
 with one decimal, as in the paper; missing results are left blank. Where lm-eval reported
 a standard error, the CSV has a "<column> stderr" column beside the score, Markdown and
 LaTeX show "score ± stderr", and a "vs base" difference smaller than twice its combined
@@ -40,10 +40,11 @@ MARKDOWN_HEADER = """\
 One row per run, grouped by backbone (base model, full fine-tuning, LoRA, multimodal
 runs with images, released checkpoints). Scores are percentages with one decimal (lm-eval
 accuracies x 100; BLEU, ROUGE and SQuAD2 scores on their own 0-100 scale; caption scores
-x 100 as COCO reports them, so CIDEr may pass 100). Columns are
+x 100 as COCO reports them, so CIDEr may pass 100; MME's Perception and Cognition as sums
+of task scores, as MME reports them). Columns are
 "<family> <metric>": TruthfulQA mc1/mc2 are the multiple-choice scores; ETHICS mean is the
-mean of the five ETHICS subsets (shown only when all five were evaluated); POPE, VQAv2
-and Captions (multimodal runs only) are named by benchmark ("VQAv2 shapes_constant": the
+mean of the five ETHICS subsets (shown only when all five were evaluated); POPE, VQAv2,
+Captions and MME (multimodal runs only) are named by benchmark ("VQAv2 shapes_constant": the
 same questions with one grey image); "vs base" is the difference, in
 points, to the same backbone's base model. "± x" is lm-eval's standard error, in points (a
 difference's combines both runs'); † marks a difference smaller than twice its standard

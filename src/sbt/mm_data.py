@@ -134,13 +134,18 @@ def _features(
     return features
 
 
-def _indexed(records: list[dict], conversations: list[list[dict]], source) -> list[dict]:
+def _indexed(
+    records: list[dict], conversations: list[list[dict]], source, template: Template
+) -> list[dict]:
     """Records to tokenize, their ids replaced by their index: LLaVA files repeat ids (another
     conversation about the same image), and the index finds each example's image. Malformed
-    conversations are reported here, with the record's own id."""
+    conversations (also those `template` cannot render) are reported here, with the
+    record's own id."""
     for index, (record, turns) in enumerate(zip(records, conversations, strict=True)):
         try:
-            messages_of(turns)
+            messages = messages_of(turns)
+            if template.segments is not None:
+                template.segments(messages)
         except EmptyMessageError:
             pass  # counted as a skip by tokenize_records
         except ConversationError as exc:
@@ -168,7 +173,7 @@ def instruct_records(
     """
     _with_image(records, source)
     conversations = [place_image(r["conversations"], wrap=wrap) for r in records]
-    placed = _indexed(records, conversations, source)
+    placed = _indexed(records, conversations, source, template)
     examples, skips = tokenize_records(placed, tokenizer, template, max_length, source=source)
     return _features(examples, records, image_token_id, num_image_tokens, source), skips
 
@@ -196,31 +201,23 @@ def pretrain_records(
         if turns and isinstance(turns[0], dict) and turns[0].get("from") == "human":
             turns[0]["value"] = image
         conversations.append(turns)
-    placed = _indexed(records, conversations, source)
-    examples, skips = [], Counter({reason: 0 for reason in SKIP_REASONS})
-    captions = {}  # record index -> the caption with its separator
-    for record in placed:
-        try:
-            segments = PRETRAIN_TEMPLATE.segments(messages_of(record["conversations"]))
-        except EmptyMessageError:
-            continue  # counted by tokenize_records, or below
-        except ConversationError as exc:
-            raise input_error(
-                source,
-                str(exc),
-                index=record["id"],
-                record_id=records[record["id"]].get("id"),
-                field=exc.field,
-            ) from None
-        captions[record["id"]] = segments[1][0]
+    placed = _indexed(records, conversations, source, PRETRAIN_TEMPLATE)
     if not study:
         examples, skips = tokenize_records(
             placed, tokenizer, PRETRAIN_TEMPLATE, max_length, source=source
         )
         return _features(examples, records, image_token_id, num_image_tokens, source), skips
-    skips[SKIP_EMPTY_MESSAGE] = len(placed) - len(captions)
-    for index, caption in captions.items():
-        example = study_pretrain_example(caption, tokenizer, image_token_id, max_length, index)
+    examples, skips = [], Counter({reason: 0 for reason in SKIP_REASONS})
+    for record in placed:
+        try:
+            messages = messages_of(record["conversations"])
+        except EmptyMessageError:
+            skips[SKIP_EMPTY_MESSAGE] += 1
+            continue
+        caption = PRETRAIN_TEMPLATE.segments(messages)[1][0]  # with its separator
+        example = study_pretrain_example(
+            caption, tokenizer, image_token_id, max_length, record["id"]
+        )
         if example is None:  # a one-token caption: nothing left to train (nor in the study)
             skips[SKIP_NO_TRAINED_TOKEN] += 1
         else:

@@ -263,9 +263,8 @@ def read_mme(root: Path, images: Path) -> list[dict]:
             split = (folder / "questions_answers_YN").is_dir()
             texts = folder / "questions_answers_YN" if split else folder
             for text_file in sorted(texts.glob("*.txt")):
-                relative = text_file.relative_to(root)
                 image_dir = images / task / ("images" if split else "")
-                image = _mme_image(image_dir, text_file.stem, kind, relative)
+                image = _mme_image(image_dir, text_file.stem, kind, text_file)
                 lines = [ln for ln in text_file.read_text(encoding="utf-8").splitlines() if ln]
                 for number, line in enumerate(lines, start=1):
                     question, tab, label = line.partition("\t")

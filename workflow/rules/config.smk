@@ -46,6 +46,8 @@ SHAPES_FILES = {
 SHAPES_IMAGES = f"{SHAPES_DIR}/images"
 SHAPES_MME = f"{SHAPES_DIR}/mme"
 MM_PRETRAIN = "mm_pretrain"  # results/models/<backbone>/mm_pretrain/: stage 1
+# An mm benchmark's optional input files (rule inputs and sbt.mm_evaluate options when set).
+MM_BENCHMARK_FILES = ("annotations", "demonstrations")
 
 
 def config_error(key, message):
@@ -281,7 +283,7 @@ def check_multimodal():
     for name, bench in config["mm_benchmarks"].items():
         if name in config["benchmarks"]:
             config_error(f"mm_benchmarks.{name}", "also the name of a text benchmark")
-        for field in ("questions", "images", "annotations", "demonstrations"):
+        for field in ("questions", "images", *MM_BENCHMARK_FILES):
             if bench[field]:
                 check_made(f"mm_benchmarks.{name}.{field}", bench[field])
         if (bench["task"] == "caption") != bool(bench["demonstrations"]):

@@ -90,7 +90,7 @@ def mm_benchmark_inputs(wildcards):
         "questions": bench["questions"],
         "images": bench["images"],
     }
-    for field in ("annotations", "demonstrations"):
+    for field in MM_BENCHMARK_FILES:
         if bench[field]:
             inputs[field] = bench[field]
     return inputs
@@ -109,7 +109,7 @@ def mm_eval_args(wildcards):
         args += ["--device", evaluation["device"]]
     if bench["limit"]:
         args += ["--limit", str(bench["limit"])]
-    for field in ("annotations", "demonstrations", "samples"):
+    for field in (*MM_BENCHMARK_FILES, "samples"):
         if bench[field]:
             args += [f"--{field}", str(bench[field])]
     args += ["--run-info", json.dumps(run_of(wildcards).info, sort_keys=True)]

@@ -1,8 +1,9 @@
 """The multimodal arm (docs/multimodal.md): the shapes demo and a tiny CLIP tower, stage 1
 (projector pretraining) per backbone, stage 2 (mm_full / mm_lora) per backbone x data
 variant with images, POPE / VQAv2 / captions / MME per multimodal run x mm benchmark, and
-the downloads of the study's image data and released projectors. The text benchmarks evaluate a multimodal
-run's extracted language model through the evaluate rules (sbt.runs.resolve_run)."""
+the downloads of the study's image data and released projectors. The text benchmarks
+evaluate a multimodal run's extracted language model through the evaluate rules
+(sbt.runs.resolve_run)."""
 
 import os
 
@@ -125,8 +126,9 @@ rule mm_finetune:
 
 
 rule evaluate_mm:
-    """One multimodal run x one mm benchmark (POPE / VQAv2 / captions / MME, sbt.mm_evaluate) ->
-    its result JSON beside the run's text benchmarks, for sbt.aggregate."""
+    """One multimodal run x one mm benchmark (POPE / VQAv2 / captions / MME,
+    sbt.mm_evaluate) -> its result JSON beside the run's text benchmarks, for sbt.aggregate.
+    """
     input:
         unpack(mm_benchmark_inputs),
     output:

@@ -2,10 +2,10 @@
 document, the text the study scored, and whole-set scores (sbt.mm_metrics) as lm-eval
 aggregations.
 
-POPE's precision, recall and F1 are ratios of counts over the whole set, CIDEr's
-weights come from every image's references, and MME's accuracy+ pairs an image's questions, not means of per-document values, so each
-document passes (generation, target, mode) through and the aggregation scores the list
-at once.
+Whole-set scores are not means of per-document values (POPE's precision, recall and F1 are
+ratios of counts, CIDEr weighs n-grams by every image's references, MME's accuracy+ pairs
+an image's questions), so each document passes (generation, target, mode, ...) through and
+the aggregation scores the list at once.
 """
 
 from __future__ import annotations
